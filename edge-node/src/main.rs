@@ -1,0 +1,12 @@
+//! `openclaw-edge`: the OpenClaw daemon for site gateways, and its operator commands.
+
+mod api;
+mod cli;
+mod config;
+mod metrics;
+mod node;
+mod rpc;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

@@ -1,0 +1,533 @@
+//! One edge node: opens the store, starts Raft and the QUIC transport, and offers the
+//! operations the client API needs — writes (local or forwarded to the leader),
+//! linearizable read barriers, membership changes — plus a clean shutdown.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, ReadPolicy, ServerState, SnapshotPolicy};
+use shared::identity::{NodeIdentity, Role};
+use shared::limits::MAX_GROUP_SIZE;
+use shared::network::NetworkFactory;
+use shared::store::{LogStore, StateMachine, StateReader, Store};
+use shared::tls::TlsMaterial;
+use shared::transport::{Transport, TransportTiming};
+use shared::types::{
+    Command, CommandResponse, IdempotencyKey, NodeAddr, NodeId, Op, Raft, TypeConfig,
+};
+use shared::wire::{AdminOp, AdminResult, RemoteError, Request, Response};
+use tracing::{info, warn};
+
+use crate::config::EdgeConfig;
+use crate::metrics::EDGE;
+use crate::rpc::RpcService;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tls(#[from] shared::tls::TlsError),
+    #[error(transparent)]
+    Transport(#[from] shared::transport::TransportError),
+    #[error(transparent)]
+    Store(#[from] shared::store::StoreError),
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// Why an operation was not carried out; each maps to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error("no leader is known; the group may have lost its quorum")]
+    NoLeader,
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("timed out after {0:?}; the write may or may not have been applied (retry with the same Idempotency-Key)")]
+    WriteTimeout(Duration),
+    #[error("timed out after {0:?} confirming the leader for a linearizable read")]
+    ReadTimeout(Duration),
+    #[error("{0}")]
+    Rejected(String),
+}
+
+impl From<RemoteError> for OpError {
+    fn from(e: RemoteError) -> Self {
+        match e {
+            RemoteError::NotLeader { .. } => OpError::NoLeader,
+            RemoteError::Unavailable(m) => OpError::Unavailable(m),
+            RemoteError::Rejected(m) | RemoteError::Forbidden(m) => OpError::Rejected(m),
+        }
+    }
+}
+
+/// Time to wait for a leader to appear before retrying a forwarded request.
+const LEADER_WAIT: Duration = Duration::from_millis(500);
+/// Longest a departing leader waits for its successor on shutdown.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(3);
+/// Deadline of one forwarded RPC to the leader (the whole write has `write_timeout`).
+const FORWARD_RPC_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Node {
+    pub config: EdgeConfig,
+    pub id: NodeId,
+    pub raft: Raft<StateMachine>,
+    pub reader: StateReader,
+    pub store: Store,
+    pub transport: Arc<Transport>,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn raft_config(config: &EdgeConfig) -> Result<openraft::Config, StartError> {
+    let heartbeat = config.raft.heartbeat_interval.0.as_millis() as u64;
+    let election = config.raft.election_timeout.0.as_millis() as u64;
+    openraft::Config {
+        cluster_name: format!("openclaw-{}", config.node.site),
+        heartbeat_interval: heartbeat,
+        election_timeout_min: election,
+        election_timeout_max: election * 2,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft.snapshot_every_entries),
+        max_in_snapshot_log_to_keep: config.raft.log_entries_kept_after_snapshot,
+        install_snapshot_timeout: 60_000,
+        enable_pre_vote: Some(true),
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| StartError::Raft(e.to_string()))
+}
+
+impl Node {
+    pub async fn start(config: EdgeConfig) -> Result<Arc<Node>, StartError> {
+        let id = config.node.id;
+        let site = config.node.site.clone();
+        let store = Store::open(&config.node.data_dir, &config.storage)?;
+        let (machine, reader) = StateMachine::open(store.clone())?;
+        let tls = TlsMaterial::load(&config.tls)?;
+        let transport = Transport::bind(
+            config.raft.listen,
+            &tls,
+            NodeIdentity::edge(site.clone(), id),
+            TransportTiming {
+                keep_alive: config.raft.keep_alive.0,
+                idle_timeout: config.raft.idle_timeout.0,
+            },
+        )?;
+        let raft = Raft::new(
+            id,
+            Arc::new(raft_config(&config)?),
+            NetworkFactory::new(transport.clone(), site.clone()),
+            LogStore::new(store.clone()),
+            machine,
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        let node = Arc::new(Node {
+            config,
+            id,
+            raft,
+            reader,
+            store,
+            transport: transport.clone(),
+        });
+        let own_site = site.clone();
+        transport.serve(
+            Arc::new(RpcService::new(node.clone())),
+            Arc::new(move |peer: &NodeIdentity| peer.role == Role::Edge && peer.site == own_site),
+        );
+        node.bootstrap().await?;
+        Ok(node)
+    }
+
+    async fn bootstrap(&self) -> Result<(), StartError> {
+        let cluster = &self.config.cluster;
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        if !cluster.bootstrap || initialized {
+            return Ok(());
+        }
+        let members: BTreeMap<NodeId, NodeAddr> =
+            cluster.members.iter().map(|m| (m.id, m.addr())).collect();
+        info!(members = ?members.keys().collect::<Vec<_>>(), "initialising a new group");
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            // Another member's initialisation reached us first: same group, nothing to do.
+            Err(RaftError::APIError(e)) => {
+                info!(reason = %e, "group already initialised");
+                Ok(())
+            }
+            Err(e) => Err(StartError::Raft(e.to_string())),
+        }
+    }
+
+    /// A copy of Raft's current metrics (role, leader, term, membership, progress).
+    pub fn raft_metrics(&self) -> openraft::RaftMetrics<TypeConfig> {
+        use openraft::async_runtime::watch::WatchReceiver;
+        self.raft.metrics().borrow_watched().clone()
+    }
+
+    pub fn site(&self) -> &shared::config::SiteId {
+        &self.config.node.site
+    }
+
+    /// Builds the command for a client write.
+    pub fn command(&self, op: Op, idempotency_key: Option<String>) -> Command {
+        Command {
+            proposed_ms: now_ms(),
+            idempotency: idempotency_key.map(|key| IdempotencyKey {
+                key,
+                window_secs: self
+                    .config
+                    .api
+                    .idempotency_window
+                    .0
+                    .as_secs()
+                    .min(u32::MAX as u64) as u32,
+            }),
+            op,
+        }
+    }
+
+    fn leader(&self) -> Option<(NodeId, NodeAddr)> {
+        let metrics = self.raft_metrics();
+        let leader = metrics.current_leader?;
+        let addr = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .cloned()?;
+        Some((leader, addr))
+    }
+
+    async fn wait_for_leader(&self, not: Option<NodeId>) {
+        let _ = self
+            .raft
+            .wait(Some(LEADER_WAIT))
+            .metrics(
+                |m| m.current_leader.is_some() && m.current_leader != not,
+                "leader known",
+            )
+            .await;
+    }
+
+    /// Sends `request` to the current leader; `Ok(None)` when this node is the leader.
+    async fn to_leader(&self, request: &Request) -> Result<Option<Response>, OpError> {
+        let Some((leader, addr)) = self.leader() else {
+            self.wait_for_leader(None).await;
+            return Err(OpError::NoLeader);
+        };
+        if leader == self.id {
+            return Ok(None);
+        }
+        let peer = NodeIdentity::edge(self.site().clone(), leader);
+        match self
+            .transport
+            .call(&peer, &addr.raft, request, FORWARD_RPC_TIMEOUT)
+            .await
+        {
+            Ok(Response::Error(RemoteError::NotLeader { .. })) => {
+                self.wait_for_leader(Some(leader)).await;
+                Err(OpError::NoLeader)
+            }
+            Ok(response) => Ok(Some(response)),
+            Err(e) => {
+                // Unreachable leader: wait a little for a new one before the caller retries.
+                self.wait_for_leader(Some(leader)).await;
+                Err(OpError::Unavailable(format!(
+                    "leader {leader} unreachable: {e}"
+                )))
+            }
+        }
+    }
+
+    /// Replicates a write through the leader and returns what applying it did.
+    pub async fn write(&self, command: Command) -> Result<CommandResponse, OpError> {
+        let timeout = self.config.api.write_timeout.0;
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(timeout, async {
+            loop {
+                match self.write_once(&command).await {
+                    Err(OpError::NoLeader | OpError::Unavailable(_)) => continue,
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .unwrap_or(Err(OpError::WriteTimeout(timeout)));
+        EDGE.write_latency.observe(started.elapsed());
+        result
+    }
+
+    async fn write_once(&self, command: &Command) -> Result<CommandResponse, OpError> {
+        if self.is_leader() {
+            return self.write_local(command.clone()).await;
+        }
+        match self
+            .to_leader(&Request::ClientWrite(command.clone()))
+            .await?
+        {
+            None => self.write_local(command.clone()).await,
+            Some(Response::ClientWrite(response)) => {
+                EDGE.forwarded_writes.inc();
+                Ok(response)
+            }
+            Some(Response::Error(e)) => Err(e.into()),
+            Some(other) => Err(OpError::Unavailable(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raft_metrics().current_leader == Some(self.id)
+    }
+
+    /// Proposes on this node (which believes it leads).
+    pub async fn write_local(&self, command: Command) -> Result<CommandResponse, OpError> {
+        match self.raft.client_write(command).await {
+            Ok(response) => Ok(response.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(OpError::NoLeader)
+            }
+            Err(e) => Err(OpError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// The log index a linearizable read must wait for, confirmed by a quorum (leader only).
+    pub async fn read_index_local(&self) -> Result<u64, OpError> {
+        match self.raft.get_read_log_id(ReadPolicy::ReadIndex).await {
+            Ok((read_log_id, _applied)) => Ok(read_log_id.index()),
+            Err(RaftError::APIError(e)) => {
+                let _ = e;
+                Err(OpError::NoLeader)
+            }
+            Err(e) => Err(OpError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Returns once this node's state includes every write acknowledged before the call.
+    pub async fn linearize(&self) -> Result<(), OpError> {
+        let timeout = self.config.api.read_timeout.0;
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(timeout, async {
+            loop {
+                let index = if self.is_leader() {
+                    self.read_index_local().await
+                } else {
+                    match self.to_leader(&Request::ReadIndex).await {
+                        Ok(None) => self.read_index_local().await,
+                        Ok(Some(Response::ReadIndex(index))) => Ok(index),
+                        Ok(Some(Response::Error(e))) => Err(e.into()),
+                        Ok(Some(other)) => {
+                            Err(OpError::Unavailable(format!("unexpected reply {other:?}")))
+                        }
+                        Err(e) => Err(e),
+                    }
+                };
+                match index {
+                    Ok(index) => {
+                        let waited = self
+                            .raft
+                            .wait(None)
+                            .applied_index_at_least(Some(index), "linearizable read")
+                            .await;
+                        return waited
+                            .map(|_| ())
+                            .map_err(|e| OpError::Unavailable(e.to_string()));
+                    }
+                    Err(OpError::NoLeader | OpError::Unavailable(_)) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .await
+        .unwrap_or(Err(OpError::ReadTimeout(timeout)));
+        EDGE.read_barrier_latency.observe(started.elapsed());
+        result
+    }
+
+    /// Runs a membership or maintenance operation at the leader.
+    pub async fn admin(&self, op: AdminOp) -> Result<AdminResult, OpError> {
+        let timeout = Duration::from_secs(60);
+        tokio::time::timeout(timeout, async {
+            loop {
+                let attempt = if self.is_leader() {
+                    self.admin_local(op.clone()).await
+                } else {
+                    match self.to_leader(&Request::Admin(op.clone())).await {
+                        Ok(None) => self.admin_local(op.clone()).await,
+                        Ok(Some(Response::Admin(result))) => Ok(result),
+                        Ok(Some(Response::Error(e))) => Err(e.into()),
+                        Ok(Some(other)) => {
+                            Err(OpError::Unavailable(format!("unexpected reply {other:?}")))
+                        }
+                        Err(e) => Err(e),
+                    }
+                };
+                match attempt {
+                    Err(OpError::NoLeader) => continue,
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .unwrap_or(Err(OpError::Unavailable(format!(
+            "timed out after {timeout:?}"
+        ))))
+    }
+
+    /// Carries out an admin operation on this node, which must be the leader.
+    pub async fn admin_local(&self, op: AdminOp) -> Result<AdminResult, OpError> {
+        let unavailable = |e: String| OpError::Unavailable(e);
+        let done = |log_index: Option<u64>| Ok(AdminResult::Done { log_index });
+        let membership = self.raft_metrics().membership_config.clone();
+        match op {
+            AdminOp::AddLearner { id, addr } => {
+                if membership.membership().nodes().count() >= MAX_GROUP_SIZE
+                    && membership.membership().get_node(&id).is_none()
+                {
+                    return Err(OpError::Rejected(format!(
+                        "the group has {MAX_GROUP_SIZE} members already (the maximum)"
+                    )));
+                }
+                info!(node = id, %addr, "adding learner");
+                let r = self
+                    .raft
+                    .add_learner(id, addr, true)
+                    .await
+                    .map_err(map_membership_error)?;
+                done(Some(r.log_id.index))
+            }
+            AdminOp::Promote { id } => {
+                if membership.membership().get_node(&id).is_none() {
+                    return Err(OpError::Rejected(format!(
+                        "node {id} is not a member; add it first"
+                    )));
+                }
+                info!(node = id, "promoting to voter");
+                let r = self
+                    .raft
+                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                    .await
+                    .map_err(map_membership_error)?;
+                done(Some(r.log_id.index))
+            }
+            AdminOp::Remove { id } => {
+                let is_voter = membership.membership().voter_ids().any(|v| v == id);
+                let is_member = membership.membership().get_node(&id).is_some();
+                if !is_member {
+                    return Err(OpError::Rejected(format!("node {id} is not a member")));
+                }
+                info!(node = id, "removing member");
+                let mut last = None;
+                if is_voter {
+                    let r = self
+                        .raft
+                        .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                        .await
+                        .map_err(map_membership_error)?;
+                    last = Some(r.log_id.index);
+                }
+                let still_member = self
+                    .raft_metrics()
+                    .membership_config
+                    .membership()
+                    .get_node(&id)
+                    .is_some();
+                if still_member {
+                    let r = self
+                        .raft
+                        .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                        .await
+                        .map_err(map_membership_error)?;
+                    last = Some(r.log_id.index);
+                }
+                done(last)
+            }
+            AdminOp::Snapshot => {
+                self.raft
+                    .trigger()
+                    .snapshot()
+                    .await
+                    .map_err(|e| unavailable(e.to_string()))?;
+                done(None)
+            }
+            AdminOp::TransferLeader { to } => {
+                if !membership.membership().voter_ids().any(|v| v == to) {
+                    return Err(OpError::Rejected(format!("node {to} is not a voter")));
+                }
+                self.raft
+                    .trigger()
+                    .transfer_leader(to)
+                    .await
+                    .map_err(|e| unavailable(e.to_string()))?;
+                done(None)
+            }
+        }
+    }
+
+    /// Hands leadership to another voter (if this node leads), then stops Raft, makes the
+    /// store durable and closes connections.
+    pub async fn shutdown(&self) {
+        let metrics = self.raft_metrics();
+        if metrics.state == ServerState::Leader {
+            let successor = metrics
+                .membership_config
+                .membership()
+                .voter_ids()
+                .filter(|v| *v != self.id)
+                .max_by_key(|v| {
+                    metrics
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(v).cloned().flatten())
+                        .map(|log_id| log_id.index)
+                });
+            if let Some(to) = successor {
+                info!(to, "handing leadership over before shutdown");
+                if self.raft.trigger().transfer_leader(to).await.is_ok() {
+                    let handed = self
+                        .raft
+                        .wait(Some(HANDOVER_TIMEOUT))
+                        .metrics(
+                            |m| m.current_leader.is_some_and(|l| l != self.id),
+                            "handover",
+                        )
+                        .await;
+                    if handed.is_err() {
+                        warn!("no successor took over in {HANDOVER_TIMEOUT:?}; stopping anyway");
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.raft.shutdown().await {
+            warn!(error = %e, "raft shutdown");
+        }
+        if let Err(e) = self.store.flush().await {
+            warn!(error = %e, "final flush failed");
+        }
+        self.transport.shutdown().await;
+    }
+}
+
+fn map_membership_error<E: std::fmt::Display>(e: RaftError<TypeConfig, E>) -> OpError {
+    match e {
+        RaftError::APIError(e) => {
+            let text = e.to_string();
+            if text.contains("forward") || text.contains("Forward") {
+                OpError::NoLeader
+            } else {
+                OpError::Rejected(text)
+            }
+        }
+        RaftError::Fatal(e) => OpError::Unavailable(e.to_string()),
+    }
+}

@@ -1,0 +1,187 @@
+//! Serves node-to-node requests: Raft RPCs (checked against the sender's certificate),
+//! forwarded writes, read-index requests and admin operations (leader only).
+
+use std::sync::Arc;
+
+use openraft::vote::RaftLeaderId;
+use quinn::RecvStream;
+use shared::identity::NodeIdentity;
+use shared::limits::MAX_SNAPSHOT_BYTES;
+use shared::store::SnapshotFile;
+use shared::transport::RpcHandler;
+use shared::types::{NodeId, Snapshot, Vote};
+use shared::wire::{RemoteError, Request, Response};
+use tokio::io::AsyncWriteExt;
+use tracing::warn;
+
+use crate::node::{Node, OpError};
+
+pub struct RpcService {
+    node: Arc<Node>,
+}
+
+impl RpcService {
+    pub fn new(node: Arc<Node>) -> Self {
+        RpcService { node }
+    }
+}
+
+fn voter_of(vote: &Vote) -> NodeId {
+    *vote.leader_id().node_id()
+}
+
+/// A peer may only speak Raft as the node its certificate names.
+fn check_sender(peer: &NodeIdentity, claimed: NodeId) -> Result<(), Response> {
+    if peer.node_id == claimed {
+        Ok(())
+    } else {
+        warn!(%peer, claimed, "peer claims another node id in a Raft message; refused");
+        Err(Response::Error(RemoteError::Forbidden(format!(
+            "certificate is for node {}, message claims node {claimed}",
+            peer.node_id
+        ))))
+    }
+}
+
+fn op_error(e: OpError) -> Response {
+    Response::Error(match e {
+        OpError::NoLeader => RemoteError::NotLeader { leader: None },
+        OpError::Rejected(m) => RemoteError::Rejected(m),
+        other => RemoteError::Unavailable(other.to_string()),
+    })
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Response {
+    Response::Error(RemoteError::Unavailable(e.to_string()))
+}
+
+impl RpcService {
+    async fn receive_snapshot(
+        &self,
+        size_bytes: u64,
+        data: &mut RecvStream,
+    ) -> Result<SnapshotFile, String> {
+        if size_bytes > MAX_SNAPSHOT_BYTES {
+            return Err(format!(
+                "snapshot of {size_bytes} bytes exceeds {MAX_SNAPSHOT_BYTES}"
+            ));
+        }
+        let dir = self.node.config.node.data_dir.join("snapshots");
+        let path = SnapshotFile::incoming_path(&dir);
+        let result = async {
+            let mut file = tokio::fs::File::create(&path)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut received: u64 = 0;
+            while let Some(chunk) = data
+                .read_chunk(64 * 1024, true)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                received += chunk.bytes.len() as u64;
+                if received > size_bytes {
+                    return Err(format!(
+                        "snapshot longer than the announced {size_bytes} bytes"
+                    ));
+                }
+                file.write_all(&chunk.bytes)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            if received != size_bytes {
+                return Err(format!(
+                    "snapshot truncated: {received} of {size_bytes} bytes"
+                ));
+            }
+            file.sync_all().await.map_err(|e| e.to_string())?;
+            SnapshotFile::open(path.clone()).map_err(|e| e.to_string())
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&path).await;
+        }
+        result
+    }
+}
+
+impl RpcHandler for RpcService {
+    async fn handle(
+        &self,
+        peer: NodeIdentity,
+        request: Request,
+        data: &mut RecvStream,
+    ) -> Response {
+        let raft = &self.node.raft;
+        match request {
+            Request::AppendEntries(rpc) => {
+                if let Err(r) = check_sender(&peer, voter_of(&rpc.vote)) {
+                    return r;
+                }
+                raft.append_entries(rpc)
+                    .await
+                    .map_or_else(unavailable, Response::AppendEntries)
+            }
+            Request::Vote(rpc) => {
+                if let Err(r) = check_sender(&peer, voter_of(&rpc.vote)) {
+                    return r;
+                }
+                raft.vote(rpc)
+                    .await
+                    .map_or_else(unavailable, Response::Vote)
+            }
+            Request::PreVote(rpc) => {
+                if let Err(r) = check_sender(&peer, voter_of(&rpc.vote)) {
+                    return r;
+                }
+                raft.pre_vote(rpc)
+                    .await
+                    .map_or_else(unavailable, Response::Vote)
+            }
+            Request::TransferLeader(rpc) => {
+                if let Err(r) = check_sender(&peer, voter_of(rpc.from_leader())) {
+                    return r;
+                }
+                raft.handle_transfer_leader(rpc)
+                    .await
+                    .map_or_else(unavailable, Response::TransferLeader)
+            }
+            Request::InstallSnapshot {
+                vote,
+                meta,
+                size_bytes,
+            } => {
+                if let Err(r) = check_sender(&peer, voter_of(&vote)) {
+                    return r;
+                }
+                let file = match self.receive_snapshot(size_bytes, data).await {
+                    Ok(file) => file,
+                    Err(e) => {
+                        warn!(%peer, error = %e, "snapshot transfer failed");
+                        return unavailable(e);
+                    }
+                };
+                raft.install_full_snapshot(
+                    vote,
+                    Snapshot {
+                        meta,
+                        snapshot: file,
+                    },
+                )
+                .await
+                .map_or_else(unavailable, Response::InstallSnapshot)
+            }
+            Request::ClientWrite(command) => match self.node.write_local(command).await {
+                Ok(response) => Response::ClientWrite(response),
+                Err(e) => op_error(e),
+            },
+            Request::ReadIndex => match self.node.read_index_local().await {
+                Ok(index) => Response::ReadIndex(index),
+                Err(e) => op_error(e),
+            },
+            Request::Admin(op) => match self.node.admin_local(op).await {
+                Ok(result) => Response::Admin(result),
+                Err(e) => op_error(e),
+            },
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! Config sections shared by both daemons, and the one TOML loader.
+//!
+//! Parsing is strict: unknown keys are errors, sizes and durations take units, and every
+//! error names the file and the key. Product-specific composition (which sections a daemon
+//! has, and cross-field rules) lives in each daemon's own `config` module.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer};
+
+use crate::units::{parse_duration, parse_size};
+
+/// A config file could not be read or is invalid. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config {path}: key `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// Reads and parses a TOML file into `T` (which should be `deny_unknown_fields`).
+pub fn load_toml<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string().trim_end().replace('\n', " "),
+    })
+}
+
+/// A byte size written with a unit in config (`"64MiB"`), or a bare integer of bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(ByteSize(n)),
+            Raw::Text(t) => parse_size(&t).map(ByteSize).map_err(D::Error::custom),
+        }
+    }
+}
+
+/// A duration written with a unit in config (`"150ms"`, `"10m"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text)
+            .map(HumanDuration)
+            .map_err(D::Error::custom)
+    }
+}
+
+/// A site id: `[a-z0-9-]{1,32}` (DESIGN.md §1).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
+pub struct SiteId(String);
+
+impl SiteId {
+    pub const MAX_LEN: usize = 32;
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let valid = !text.is_empty()
+            && text.len() <= Self::MAX_LEN
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if valid {
+            Ok(SiteId(text.to_owned()))
+        } else {
+            Err(format!("`{text}` is not a site id ([a-z0-9-]{{1,32}})"))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SiteId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SiteId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        SiteId::parse(&text).map_err(D::Error::custom)
+    }
+}
+
+/// `[node]`: who this process is and where it keeps its state.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    pub id: u64,
+    pub site: SiteId,
+    pub data_dir: PathBuf,
+}
+
+/// `[raft]`: the consensus transport and timing.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftSection {
+    /// QUIC bind address.
+    pub listen: SocketAddr,
+    /// Address peers dial; defaults to `listen` (differs behind NAT or a relay).
+    pub advertise: Option<SocketAddr>,
+    #[serde(default = "defaults::heartbeat_interval")]
+    pub heartbeat_interval: HumanDuration,
+    /// Lower bound of the randomized election timeout; the upper bound is twice it.
+    #[serde(default = "defaults::election_timeout")]
+    pub election_timeout: HumanDuration,
+    #[serde(default = "defaults::snapshot_every_entries")]
+    pub snapshot_every_entries: u64,
+    #[serde(default = "defaults::log_entries_kept_after_snapshot")]
+    pub log_entries_kept_after_snapshot: u64,
+    /// QUIC keep-alive: below the shortest NAT UDP timeout on the path.
+    #[serde(default = "defaults::keep_alive")]
+    pub keep_alive: HumanDuration,
+    /// A peer silent this long is disconnected (and redialled on next use).
+    #[serde(default = "defaults::idle_timeout")]
+    pub idle_timeout: HumanDuration,
+}
+
+impl RaftSection {
+    pub fn advertised(&self) -> SocketAddr {
+        self.advertise.unwrap_or(self.listen)
+    }
+}
+
+/// `[tls]`: the deployment CA and this node's certificate (mutual TLS on every QUIC link).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `[http]`: the client API listener.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    #[serde(default = "defaults::http_listen")]
+    pub listen: SocketAddr,
+}
+
+/// `[storage]`: fjall memory and disk budget (defaults fit a 256 MiB gateway).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    #[serde(default = "defaults::cache_size")]
+    pub cache_size: ByteSize,
+    #[serde(default = "defaults::memtable_size")]
+    pub memtable_size: ByteSize,
+    #[serde(default = "defaults::journal_size")]
+    pub max_journal_size: ByteSize,
+    #[serde(default = "defaults::worker_threads")]
+    pub worker_threads: usize,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection {
+            cache_size: defaults::cache_size(),
+            memtable_size: defaults::memtable_size(),
+            max_journal_size: defaults::journal_size(),
+            worker_threads: defaults::worker_threads(),
+        }
+    }
+}
+
+/// fjall panics on journals below this size (DEPENDENCIES.md §2).
+pub const MIN_JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
+
+impl StorageSection {
+    /// Checks the values fjall would reject or that cannot fit a gateway.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        if self.max_journal_size.0 < MIN_JOURNAL_BYTES {
+            return Err(invalid(
+                "storage.max_journal_size",
+                format!("must be at least {}MiB", MIN_JOURNAL_BYTES >> 20),
+            ));
+        }
+        if self.memtable_size.0 < 1 << 20 {
+            return Err(invalid(
+                "storage.memtable_size",
+                "must be at least 1MiB".into(),
+            ));
+        }
+        if !(1..=16).contains(&self.worker_threads) {
+            return Err(invalid("storage.worker_threads", "must be 1..=16".into()));
+        }
+        Ok(())
+    }
+}
+
+impl RaftSection {
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        let heartbeat = self.heartbeat_interval.0;
+        let election = self.election_timeout.0;
+        if heartbeat.is_zero() {
+            return Err(invalid("raft.heartbeat_interval", "must be > 0".into()));
+        }
+        if election < heartbeat * 3 {
+            return Err(invalid(
+                "raft.election_timeout",
+                format!("must be at least 3x raft.heartbeat_interval ({heartbeat:?})"),
+            ));
+        }
+        if self.snapshot_every_entries == 0 {
+            return Err(invalid("raft.snapshot_every_entries", "must be > 0".into()));
+        }
+        if self.idle_timeout.0 <= self.keep_alive.0 {
+            return Err(invalid(
+                "raft.idle_timeout",
+                "must be longer than raft.keep_alive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Named defaults, each a documented choice.
+pub mod defaults {
+    use super::*;
+
+    /// Heartbeats at 100 ms keep followers' election timers fed over lossy site LANs.
+    pub fn heartbeat_interval() -> HumanDuration {
+        HumanDuration(Duration::from_millis(100))
+    }
+    /// 1 s (randomized to 2 s): a new leader within ~2 s of a crash, no churn on a busy LAN.
+    pub fn election_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(1))
+    }
+    pub fn snapshot_every_entries() -> u64 {
+        10_000
+    }
+    /// Kept above the writes of one snapshot transfer (openraft #1706).
+    pub fn log_entries_kept_after_snapshot() -> u64 {
+        1_000
+    }
+    /// Below common NAT UDP timeouts (~30 s).
+    pub fn keep_alive() -> HumanDuration {
+        HumanDuration(Duration::from_secs(5))
+    }
+    pub fn idle_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(15))
+    }
+    pub fn http_listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    }
+    /// fjall block cache: 16 MiB of a 256 MiB gateway.
+    pub fn cache_size() -> ByteSize {
+        ByteSize(16 << 20)
+    }
+    /// Per-keyspace memtable: small, several keyspaces share the budget.
+    pub fn memtable_size() -> ByteSize {
+        ByteSize(4 << 20)
+    }
+    pub fn journal_size() -> ByteSize {
+        ByteSize(MIN_JOURNAL_BYTES)
+    }
+    pub fn worker_threads() -> usize {
+        1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Sample {
+        #[allow(dead_code)]
+        node: NodeSection,
+        storage: Option<StorageSection>,
+    }
+
+    fn parse(text: &str) -> Result<Sample, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).expect("write");
+        load_toml(&path)
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse("[node]\nid = 1\nsite = \"a\"\ndata_dir = \"/x\"\ncolour = 3\n")
+            .expect_err("must fail");
+        let text = err.to_string();
+        assert!(text.contains("colour"), "{text}");
+        assert!(text.contains("c.toml"), "{text}");
+    }
+
+    #[test]
+    fn bad_site_and_size_are_named() {
+        let err =
+            parse("[node]\nid = 1\nsite = \"Bad_Site\"\ndata_dir = \"/x\"\n").expect_err("site");
+        assert!(err.to_string().contains("site"), "{err}");
+        let err = parse(
+            "[node]\nid = 1\nsite = \"a\"\ndata_dir = \"/x\"\n[storage]\ncache_size = \"3 furlongs\"\n",
+        )
+        .expect_err("size");
+        assert!(err.to_string().contains("cache_size"), "{err}");
+    }
+
+    #[test]
+    fn sizes_accept_units() {
+        let ok = parse(
+            "[node]\nid = 1\nsite = \"a\"\ndata_dir = \"/x\"\n[storage]\ncache_size = \"8MiB\"\n",
+        )
+        .expect("parse");
+        assert_eq!(ok.storage.map(|s| s.cache_size), Some(ByteSize(8 << 20)));
+    }
+}

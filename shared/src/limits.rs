@@ -1,0 +1,55 @@
+//! Every protocol and storage limit of OpenClaw, as named constants (DESIGN.md §7).
+//!
+//! A limit is checked before anything is allocated for the thing it bounds. Relations
+//! between limits are asserted at compile time at the bottom of this file.
+
+/// Longest KV key, in bytes. Keys are stored inline in the KV keyspace and in log entries.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Largest KV value or stream event payload, in bytes.
+pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+
+/// Longest stream name, in bytes (`[A-Za-z0-9._-]`).
+pub const MAX_STREAM_NAME_BYTES: usize = 128;
+
+/// Longest `Idempotency-Key` header value, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
+
+/// Largest frame on any QUIC stream (one RPC request or response), in bytes.
+/// A peer announcing more is disconnected before the frame is read.
+pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
+
+/// Largest HTTP request body the client API reads, in bytes (one value plus slack).
+pub const MAX_HTTP_BODY_BYTES: usize = MAX_VALUE_BYTES + 64 * 1024;
+
+/// Largest Raft group (voters plus learners).
+pub const MAX_GROUP_SIZE: usize = 7;
+
+/// Most items a list or stream read returns in one page.
+pub const MAX_PAGE_ITEMS: usize = 1000;
+
+/// Items a list or stream read returns when the client names no limit.
+pub const DEFAULT_PAGE_ITEMS: usize = 100;
+
+/// Largest snapshot a node accepts from a leader, in bytes: bounds the temporary file.
+pub const MAX_SNAPSHOT_BYTES: u64 = 64 * 1024 * 1024 * 1024;
+
+/// Chunk in which snapshot files are streamed, in bytes.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 256 * 1024;
+
+/// Shortest idempotency window the config accepts (DESIGN.md §4.1: at least 10 minutes).
+pub const MIN_IDEMPOTENCY_WINDOW_SECS: u64 = 600;
+
+/// Expired idempotency records deleted per applied write: bounds the work of one apply.
+pub const IDEMPOTENCY_EXPIRE_PER_APPLY: usize = 8;
+
+/// Concurrent RPC streams a peer may open on one QUIC connection.
+pub const MAX_CONCURRENT_RPC_STREAMS: u32 = 1024;
+
+/// Encoded size of one log entry beyond its key and value (headers, ids, varints).
+pub const ENTRY_OVERHEAD_BYTES: usize = 512;
+
+const _: () = assert!(MAX_KEY_BYTES + MAX_VALUE_BYTES + ENTRY_OVERHEAD_BYTES < MAX_FRAME_BYTES);
+const _: () = assert!(MAX_HTTP_BODY_BYTES < MAX_FRAME_BYTES);
+const _: () = assert!(SNAPSHOT_CHUNK_BYTES < MAX_FRAME_BYTES);
+const _: () = assert!(DEFAULT_PAGE_ITEMS <= MAX_PAGE_ITEMS);

@@ -1,0 +1,162 @@
+//! openraft's `RaftStateMachine` over the rules in `state` and the files in `snapshot`.
+//!
+//! Each applied entry is one fjall batch holding its KV/stream/idempotency writes and the
+//! new `SmMeta` (applied log id, membership, seq, HLC), so the state machine on disk is always
+//! the result of a prefix of the log. Applying does not fsync: on restart openraft re-applies
+//! from the durable `applied` up to the saved `committed`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use tracing::{info, warn};
+
+use super::codec::encode;
+use super::snapshot::{self, SnapshotFile};
+use super::state::{apply_command, load_meta, SmMeta, StateReader, SM_META_KEY};
+use super::{Keyspaces, Store, StoreError};
+use crate::metrics::SHARED;
+use crate::types::{CommandResponse, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+
+pub struct StateMachine {
+    store: Store,
+    meta: SmMeta,
+    applied_seq: Arc<AtomicU64>,
+}
+
+impl StateMachine {
+    /// Loads the state machine, finishing an interrupted snapshot install first.
+    pub fn open(store: Store) -> Result<(Self, StateReader), StoreError> {
+        let mut meta = load_meta(&store.ks)?;
+        if meta.install_pending {
+            warn!("finishing a snapshot install interrupted by a crash");
+            meta = snapshot::redo_install(&store.ks, &store.snapshot_dir)?;
+        }
+        let applied_seq = Arc::new(AtomicU64::new(meta.last_seq));
+        let reader = StateReader {
+            ks: store.ks.clone(),
+            applied_seq: applied_seq.clone(),
+        };
+        Ok((
+            StateMachine {
+                store,
+                meta,
+                applied_seq,
+            },
+            reader,
+        ))
+    }
+
+    fn publish(&self) {
+        self.applied_seq
+            .store(self.meta.last_seq, Ordering::Release);
+    }
+}
+
+pub struct SnapshotBuilder {
+    ks: Arc<Keyspaces>,
+    view: fjall::Snapshot,
+    meta: SmMeta,
+    dir: PathBuf,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotFile;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot<SnapshotFile>, std::io::Error> {
+        let ks = self.ks.clone();
+        let view = self.view.clone();
+        let meta = self.meta.clone();
+        let dir = self.dir.clone();
+        let built = tokio::task::spawn_blocking(move || snapshot::build(&ks, &view, &meta, &dir))
+            .await
+            .map_err(std::io::Error::other)??;
+        SHARED.snapshots_built.inc();
+        info!(last_log_id = ?built.meta.last_log_id, bytes = built.snapshot.size_bytes, "snapshot built");
+        Ok(built)
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotFile;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), std::io::Error> {
+        Ok((self.meta.applied.clone(), self.meta.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), std::io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, std::io::Error>>
+            + Unpin
+            + OptionalSend,
+    {
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let ks = &self.store.ks;
+            let mut batch = ks.db.batch();
+            let mut meta = self.meta.clone();
+            let response = match &entry.payload {
+                EntryPayload::Blank => CommandResponse::Empty,
+                EntryPayload::Normal(command) => apply_command(ks, &mut meta, &mut batch, command)?,
+                EntryPayload::Membership(membership) => {
+                    meta.membership =
+                        StoredMembership::new(Some(entry.log_id.clone()), membership.clone());
+                    CommandResponse::Empty
+                }
+            };
+            meta.applied = Some(entry.log_id.clone());
+            batch.insert(&ks.sm_meta, SM_META_KEY, encode(&meta)?);
+            batch.commit().map_err(StoreError::from)?;
+            self.meta = meta;
+            self.publish();
+            if let Some(responder) = responder {
+                responder.send(response);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            ks: self.store.ks.clone(),
+            view: self.store.ks.db.snapshot(),
+            meta: self.meta.clone(),
+            dir: self.store.snapshot_dir.clone(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotFile,
+    ) -> Result<(), std::io::Error> {
+        let ks = self.store.ks.clone();
+        let dir = self.store.snapshot_dir.clone();
+        let installed = tokio::task::spawn_blocking(move || snapshot::install(&ks, snapshot, &dir))
+            .await
+            .map_err(std::io::Error::other)??;
+        if installed.applied != meta.last_log_id {
+            return Err(std::io::Error::other(format!(
+                "snapshot file says applied {:?}, its meta says {:?}",
+                installed.applied, meta.last_log_id
+            )));
+        }
+        self.meta = installed;
+        self.publish();
+        SHARED.snapshots_installed.inc();
+        info!(last_log_id = ?meta.last_log_id, "snapshot installed");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<SnapshotFile>>, std::io::Error> {
+        let dir = self.store.snapshot_dir.clone();
+        Ok(tokio::task::spawn_blocking(move || snapshot::current(&dir))
+            .await
+            .map_err(std::io::Error::other)??)
+    }
+}

@@ -1,0 +1,341 @@
+//! Snapshot files: build from a consistent fjall view, verify, and install.
+//!
+//! Format: magic ‖ u32 header length ‖ header (codec) ‖ records ‖ END ‖ crc32 of all before.
+//! A record is tag ‖ u32 key length ‖ key ‖ u32 value length ‖ value, each length bounded
+//! before allocation. A received file is checked end to end (crc) before anything is
+//! cleared. Install is crash-safe: the file becomes `current.snap` and `install_pending` is
+//! made durable before the keyspaces are cleared, and `StateMachine::open` redoes an
+//! interrupted install.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use fjall::{Keyspace, Readable};
+use serde::{Deserialize, Serialize};
+
+use super::codec::{decode, encode};
+use super::state::{SmMeta, SM_META_KEY};
+use super::{Keyspaces, StoreError};
+use crate::limits::{MAX_KEY_BYTES, MAX_STREAM_NAME_BYTES, MAX_VALUE_BYTES};
+use crate::types::{Snapshot, SnapshotMeta};
+
+const MAGIC: &[u8; 8] = b"OCSNAP01";
+const CURRENT: &str = "current.snap";
+const TAG_KV: u8 = 1;
+const TAG_STREAM: u8 = 2;
+const TAG_IDEM: u8 = 3;
+const TAG_IDEM_EXP: u8 = 4;
+const TAG_END: u8 = 0xff;
+/// Longest record key: a stream name, separator and seq, or an idempotency index key.
+const MAX_RECORD_KEY_BYTES: usize = MAX_KEY_BYTES + MAX_STREAM_NAME_BYTES + 16;
+/// Longest record value: a value with its 8-byte revision or HLC prefix.
+const MAX_RECORD_VALUE_BYTES: usize = MAX_VALUE_BYTES + 1024;
+const MAX_HEADER_BYTES: usize = 1024 * 1024;
+/// Records per write batch while installing.
+const INSTALL_BATCH_RECORDS: usize = 1024;
+
+/// A snapshot on disk, held open (a rename over its path does not disturb a reader).
+#[derive(Debug)]
+pub struct SnapshotFile {
+    pub path: PathBuf,
+    pub file: File,
+    pub size_bytes: u64,
+}
+
+impl SnapshotFile {
+    pub fn open(path: PathBuf) -> Result<Self, StoreError> {
+        let io = |source| StoreError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = File::open(&path).map_err(io)?;
+        let size_bytes = file.metadata().map_err(io)?.len();
+        Ok(SnapshotFile {
+            path,
+            file,
+            size_bytes,
+        })
+    }
+
+    /// A fresh path in `dir` for a snapshot being received.
+    pub fn incoming_path(dir: &Path) -> PathBuf {
+        dir.join(format!("incoming-{:016x}.snap", rand::random::<u64>()))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    meta: SnapshotMeta,
+    sm: SmMeta,
+}
+
+fn corrupt(path: &Path, message: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        what: format!("snapshot {}", path.display()),
+        message: message.into(),
+    }
+}
+
+struct CrcWriter<W: Write> {
+    inner: W,
+    crc: crc32fast::Hasher,
+}
+
+impl<W: Write> Write for CrcWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn write_record<W: Write>(out: &mut W, tag: u8, key: &[u8], value: &[u8]) -> std::io::Result<()> {
+    out.write_all(&[tag])?;
+    out.write_all(&(key.len() as u32).to_be_bytes())?;
+    out.write_all(key)?;
+    out.write_all(&(value.len() as u32).to_be_bytes())?;
+    out.write_all(value)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| StoreError::Io {
+            path: dir.to_owned(),
+            source,
+        })
+}
+
+/// Writes a snapshot of `view` (a consistent fjall snapshot) whose state is `sm`.
+pub(crate) fn build(
+    ks: &Keyspaces,
+    view: &fjall::Snapshot,
+    sm: &SmMeta,
+    dir: &Path,
+) -> Result<Snapshot<SnapshotFile>, StoreError> {
+    let meta = SnapshotMeta {
+        last_log_id: sm.applied.clone(),
+        last_membership: sm.membership.clone(),
+    };
+    let tmp = dir.join(format!("building-{:016x}.snap", rand::random::<u64>()));
+    let io = |source| StoreError::Io {
+        path: tmp.clone(),
+        source,
+    };
+    let file = File::create(&tmp).map_err(io)?;
+    let mut out = CrcWriter {
+        inner: BufWriter::new(file),
+        crc: crc32fast::Hasher::new(),
+    };
+    let header = encode(&Header {
+        meta: meta.clone(),
+        sm: sm.clone(),
+    })?;
+    out.write_all(MAGIC).map_err(io)?;
+    out.write_all(&(header.len() as u32).to_be_bytes())
+        .map_err(io)?;
+    out.write_all(&header).map_err(io)?;
+    let sections: [(u8, &Keyspace); 4] = [
+        (TAG_KV, &ks.kv),
+        (TAG_STREAM, &ks.streams),
+        (TAG_IDEM, &ks.idem),
+        (TAG_IDEM_EXP, &ks.idem_exp),
+    ];
+    for (tag, keyspace) in sections {
+        for guard in view.iter(keyspace) {
+            let (key, value) = guard.into_inner()?;
+            write_record(&mut out, tag, &key, &value).map_err(io)?;
+        }
+    }
+    out.write_all(&[TAG_END]).map_err(io)?;
+    let crc = out.crc.clone().finalize();
+    let mut inner = out.inner;
+    inner.write_all(&crc.to_be_bytes()).map_err(io)?;
+    let file = inner.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    drop(file);
+    let current = dir.join(CURRENT);
+    std::fs::rename(&tmp, &current).map_err(io)?;
+    sync_dir(dir)?;
+    Ok(Snapshot {
+        meta,
+        snapshot: SnapshotFile::open(current)?,
+    })
+}
+
+/// Reads and checks the header of a snapshot file, leaving `file` positioned at the records.
+fn read_header(path: &Path, file: &mut BufReader<File>) -> Result<Header, StoreError> {
+    let io = |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut magic = [0u8; 8];
+    file.read_exact(&mut magic).map_err(io)?;
+    if &magic != MAGIC {
+        return Err(corrupt(path, "not a snapshot file (bad magic)"));
+    }
+    let mut len = [0u8; 4];
+    file.read_exact(&mut len).map_err(io)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_HEADER_BYTES {
+        return Err(corrupt(path, format!("header of {len} bytes")));
+    }
+    let mut header = vec![0u8; len];
+    file.read_exact(&mut header).map_err(io)?;
+    decode("snapshot header", &header)
+}
+
+/// The snapshot last built or installed, if any.
+pub(crate) fn current(dir: &Path) -> Result<Option<Snapshot<SnapshotFile>>, StoreError> {
+    let path = dir.join(CURRENT);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let snapshot = SnapshotFile::open(path.clone())?;
+    let mut reader =
+        BufReader::new(snapshot.file.try_clone().map_err(|source| StoreError::Io {
+            path: path.clone(),
+            source,
+        })?);
+    let header = read_header(&path, &mut reader)?;
+    Ok(Some(Snapshot {
+        meta: header.meta,
+        snapshot,
+    }))
+}
+
+/// Checks the crc of a whole file without interpreting it.
+fn verify_checksum(path: &Path, file: &File) -> Result<(), StoreError> {
+    let io = |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let size = file.metadata().map_err(io)?.len();
+    if size < (MAGIC.len() + 4 + 1 + 4) as u64 {
+        return Err(corrupt(path, format!("only {size} bytes")));
+    }
+    let mut reader = BufReader::new(file.try_clone().map_err(io)?);
+    reader.seek(SeekFrom::Start(0)).map_err(io)?;
+    let mut body = reader.by_ref().take(size - 4);
+    let mut crc = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = body.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        crc.update(&buf[..n]);
+    }
+    let mut trailer = [0u8; 4];
+    reader.read_exact(&mut trailer).map_err(io)?;
+    if crc.finalize() != u32::from_be_bytes(trailer) {
+        return Err(corrupt(path, "checksum mismatch"));
+    }
+    Ok(())
+}
+
+fn read_len(path: &Path, reader: &mut impl Read, max: usize) -> Result<usize, StoreError> {
+    let mut len = [0u8; 4];
+    reader
+        .read_exact(&mut len)
+        .map_err(|source| StoreError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max {
+        return Err(corrupt(
+            path,
+            format!("record field of {len} bytes (max {max})"),
+        ));
+    }
+    Ok(len)
+}
+
+/// Makes `incoming` the current snapshot and replaces the state machine with it.
+/// Returns the installed state machine meta.
+pub(crate) fn install(
+    ks: &Keyspaces,
+    incoming: SnapshotFile,
+    dir: &Path,
+) -> Result<SmMeta, StoreError> {
+    verify_checksum(&incoming.path, &incoming.file)?;
+    let current = dir.join(CURRENT);
+    if incoming.path != current {
+        incoming.file.sync_all().map_err(|source| StoreError::Io {
+            path: incoming.path.clone(),
+            source,
+        })?;
+        std::fs::rename(&incoming.path, &current).map_err(|source| StoreError::Io {
+            path: incoming.path.clone(),
+            source,
+        })?;
+        sync_dir(dir)?;
+    }
+    replace_state(ks, &current)
+}
+
+/// Finishes an install that a crash interrupted (`install_pending` was durable).
+pub(crate) fn redo_install(ks: &Keyspaces, dir: &Path) -> Result<SmMeta, StoreError> {
+    let current = dir.join(CURRENT);
+    let file = File::open(&current).map_err(|source| StoreError::Io {
+        path: current.clone(),
+        source,
+    })?;
+    verify_checksum(&current, &file)?;
+    replace_state(ks, &current)
+}
+
+/// Replaces the state machine keyspaces with the contents of the (verified) snapshot file.
+fn replace_state(ks: &Keyspaces, path: &Path) -> Result<SmMeta, StoreError> {
+    let io = |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(io)?;
+    let mut reader = BufReader::new(file);
+    let header = read_header(path, &mut reader)?;
+
+    // Mark the state machine as mid-install before destroying it.
+    let mut pending = header.sm.clone();
+    pending.install_pending = true;
+    ks.sm_meta.insert(SM_META_KEY, encode(&pending)?)?;
+    ks.db.persist(fjall::PersistMode::SyncData)?;
+
+    for keyspace in [&ks.kv, &ks.streams, &ks.idem, &ks.idem_exp] {
+        keyspace.clear()?;
+    }
+    let mut batch = ks.db.batch();
+    loop {
+        let mut tag = [0u8; 1];
+        reader.read_exact(&mut tag).map_err(io)?;
+        let keyspace = match tag[0] {
+            TAG_KV => &ks.kv,
+            TAG_STREAM => &ks.streams,
+            TAG_IDEM => &ks.idem,
+            TAG_IDEM_EXP => &ks.idem_exp,
+            TAG_END => break,
+            other => return Err(corrupt(path, format!("unknown record tag {other}"))),
+        };
+        let key_len = read_len(path, &mut reader, MAX_RECORD_KEY_BYTES)?;
+        let mut key = vec![0u8; key_len];
+        reader.read_exact(&mut key).map_err(io)?;
+        let value_len = read_len(path, &mut reader, MAX_RECORD_VALUE_BYTES)?;
+        let mut value = vec![0u8; value_len];
+        reader.read_exact(&mut value).map_err(io)?;
+        batch.insert(keyspace, key, value);
+        if batch.len() >= INSTALL_BATCH_RECORDS {
+            std::mem::replace(&mut batch, ks.db.batch()).commit()?;
+        }
+    }
+    let mut installed = header.sm;
+    installed.install_pending = false;
+    batch.insert(&ks.sm_meta, SM_META_KEY, encode(&installed)?);
+    batch.commit()?;
+    ks.db.persist(fjall::PersistMode::SyncData)?;
+    Ok(installed)
+}

@@ -1,0 +1,398 @@
+//! QUIC transport between nodes: one mutually authenticated connection per peer, one
+//! bidirectional stream per RPC.
+//!
+//! The transport authenticates (chain to the deployment CA, then the certificate's
+//! [`NodeIdentity`]) and asks a [`PeerPolicy`] whether that identity may connect at all.
+//! Whether a peer may make a particular request (e.g. vote as the node it claims) is the
+//! [`RpcHandler`]'s decision. A peer that sends an oversize or undecodable frame loses its
+//! connection; the node keeps serving everyone else.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
+use rustls_pki_types::CertificateDer;
+use tokio::io::AsyncRead;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::identity::NodeIdentity;
+use crate::limits::{MAX_CONCURRENT_RPC_STREAMS, SNAPSHOT_CHUNK_BYTES};
+use crate::metrics::SHARED;
+use crate::tls::{TlsError, TlsMaterial};
+use crate::wire::{read_frame, write_frame, Request, Response, WireError};
+
+/// QUIC application close codes.
+const CLOSE_BAD_FRAME: u32 = 1;
+const CLOSE_FORBIDDEN: u32 = 2;
+const CLOSE_SHUTDOWN: u32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("cannot bind QUIC on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot resolve peer address `{0}`")]
+    Resolve(String),
+    #[error("cannot connect to {peer} at {addr}: {message}")]
+    Connect {
+        peer: String,
+        addr: SocketAddr,
+        message: String,
+    },
+    #[error("connection to {peer} lost: {source}")]
+    Connection {
+        peer: String,
+        source: quinn::ConnectionError,
+    },
+    #[error("stream to {peer}: {message}")]
+    Stream { peer: String, message: String },
+    #[error("RPC to {peer}: {source}")]
+    Wire { peer: String, source: WireError },
+    #[error("RPC to {peer} timed out after {timeout:?}")]
+    Timeout { peer: String, timeout: Duration },
+}
+
+impl TransportError {
+    /// The peer could not be reached at all (worth a backoff), as opposed to a failure
+    /// in the middle of an exchange.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            TransportError::Resolve(_) | TransportError::Connect { .. }
+        )
+    }
+}
+
+/// Decides whether an authenticated identity may connect to this node.
+pub type PeerPolicy = Arc<dyn Fn(&NodeIdentity) -> bool + Send + Sync>;
+
+/// Serves requests from authenticated peers.
+pub trait RpcHandler: Send + Sync + 'static {
+    /// Answers one request. `data` is the rest of the stream (snapshot bytes follow an
+    /// `InstallSnapshot` header; unary requests leave it alone).
+    fn handle(
+        &self,
+        peer: NodeIdentity,
+        request: Request,
+        data: &mut RecvStream,
+    ) -> impl Future<Output = Response> + Send;
+}
+
+/// Timing of QUIC connections.
+#[derive(Clone, Copy, Debug)]
+pub struct TransportTiming {
+    pub keep_alive: Duration,
+    pub idle_timeout: Duration,
+}
+
+pub struct Transport {
+    endpoint: Endpoint,
+    local: NodeIdentity,
+    connections: Mutex<HashMap<NodeIdentity, Connection>>,
+}
+
+impl Transport {
+    /// Binds the QUIC endpoint (server and client on one socket, so a peer sees our
+    /// packets come from the address we listen on).
+    pub fn bind(
+        listen: SocketAddr,
+        tls: &TlsMaterial,
+        local: NodeIdentity,
+        timing: TransportTiming,
+    ) -> Result<Arc<Self>, TransportError> {
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .keep_alive_interval(Some(timing.keep_alive))
+            .max_concurrent_bidi_streams(VarInt::from_u32(MAX_CONCURRENT_RPC_STREAMS))
+            .max_concurrent_uni_streams(VarInt::from_u32(0));
+        if let Ok(idle) = quinn::IdleTimeout::try_from(timing.idle_timeout) {
+            transport.max_idle_timeout(Some(idle));
+        }
+        let transport = Arc::new(transport);
+
+        let server_tls = QuicServerConfig::try_from(tls.server_config()?)
+            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_tls));
+        server.transport_config(transport.clone());
+        let client_tls = QuicClientConfig::try_from(tls.client_config()?)
+            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(client_tls));
+        client.transport_config(transport);
+
+        let mut endpoint =
+            Endpoint::server(server, listen).map_err(|source| TransportError::Bind {
+                addr: listen,
+                source,
+            })?;
+        endpoint.set_default_client_config(client);
+        Ok(Arc::new(Transport {
+            endpoint,
+            local,
+            connections: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.endpoint.local_addr().ok()
+    }
+
+    pub fn local_identity(&self) -> &NodeIdentity {
+        &self.local
+    }
+
+    /// Accepts connections until the endpoint closes.
+    pub fn serve<H: RpcHandler>(
+        self: &Arc<Self>,
+        handler: Arc<H>,
+        policy: PeerPolicy,
+    ) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = this.endpoint.accept().await {
+                let handler = handler.clone();
+                let policy = policy.clone();
+                let remote = incoming.remote_address();
+                tokio::spawn(async move {
+                    match incoming.await {
+                        Ok(conn) => serve_connection(conn, handler, policy).await,
+                        Err(e) => {
+                            SHARED.peer_rejected.inc();
+                            warn!(%remote, error = %e, "refused QUIC peer: handshake failed");
+                        }
+                    }
+                });
+            }
+        })
+    }
+
+    async fn resolve(addr: &str) -> Result<SocketAddr, TransportError> {
+        if let Ok(addr) = addr.parse() {
+            return Ok(addr);
+        }
+        tokio::net::lookup_host(addr)
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| TransportError::Resolve(addr.to_owned()))
+    }
+
+    /// The cached connection to `peer`, dialled if there is none or it has closed.
+    pub async fn connection(
+        &self,
+        peer: &NodeIdentity,
+        addr: &str,
+    ) -> Result<Connection, TransportError> {
+        let cached = self.lock().get(peer).cloned();
+        if let Some(conn) = cached {
+            if conn.close_reason().is_none() {
+                return Ok(conn);
+            }
+        }
+        let addr = Self::resolve(addr).await?;
+        let connect_err = |message: String| TransportError::Connect {
+            peer: peer.to_string(),
+            addr,
+            message,
+        };
+        let conn = self
+            .endpoint
+            .connect(addr, &peer.dns_name())
+            .map_err(|e| connect_err(e.to_string()))?
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        debug!(%peer, %addr, "connected");
+        self.lock().insert(peer.clone(), conn.clone());
+        Ok(conn)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeIdentity, Connection>> {
+        // A poisoned map of cached connections is still a valid cache.
+        self.connections
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Drops the cached connection to `peer` so the next call redials.
+    pub fn forget(&self, peer: &NodeIdentity) {
+        self.lock().remove(peer);
+    }
+
+    /// One unary RPC with a deadline.
+    pub async fn call(
+        &self,
+        peer: &NodeIdentity,
+        addr: &str,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Response, TransportError> {
+        self.call_with_data(peer, addr, request, None::<tokio::io::Empty>, timeout)
+            .await
+    }
+
+    /// An RPC whose request frame is followed by the bytes of `data` (a snapshot file).
+    pub async fn call_with_data<R: AsyncRead + Unpin>(
+        &self,
+        peer: &NodeIdentity,
+        addr: &str,
+        request: &Request,
+        data: Option<R>,
+        timeout: Duration,
+    ) -> Result<Response, TransportError> {
+        let result = tokio::time::timeout(timeout, self.exchange(peer, addr, request, data)).await;
+        let result = result.unwrap_or_else(|_| {
+            Err(TransportError::Timeout {
+                peer: peer.to_string(),
+                timeout,
+            })
+        });
+        if let Err(e) = &result {
+            if !matches!(e, TransportError::Timeout { .. }) {
+                self.forget(peer);
+            }
+        }
+        result
+    }
+
+    async fn exchange<R: AsyncRead + Unpin>(
+        &self,
+        peer: &NodeIdentity,
+        addr: &str,
+        request: &Request,
+        data: Option<R>,
+    ) -> Result<Response, TransportError> {
+        let conn = self.connection(peer, addr).await?;
+        let stream_err = |message: String| TransportError::Stream {
+            peer: peer.to_string(),
+            message,
+        };
+        let wire_err = |source| TransportError::Wire {
+            peer: peer.to_string(),
+            source,
+        };
+        let (mut send, mut recv) =
+            conn.open_bi()
+                .await
+                .map_err(|source| TransportError::Connection {
+                    peer: peer.to_string(),
+                    source,
+                })?;
+        write_frame(&mut send, request).await.map_err(wire_err)?;
+        if let Some(mut data) = data {
+            copy_in_chunks(&mut data, &mut send)
+                .await
+                .map_err(|e| stream_err(e.to_string()))?;
+        }
+        send.finish().map_err(|e| stream_err(e.to_string()))?;
+        read_frame(&mut recv).await.map_err(wire_err)
+    }
+
+    /// Closes every connection and the endpoint.
+    pub async fn shutdown(&self) {
+        self.endpoint
+            .close(VarInt::from_u32(CLOSE_SHUTDOWN), b"shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+}
+
+async fn copy_in_chunks<R: AsyncRead + Unpin>(
+    data: &mut R,
+    send: &mut SendStream,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; SNAPSHOT_CHUNK_BYTES];
+    loop {
+        let n = data.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        send.write_all(&buf[..n])
+            .await
+            .map_err(std::io::Error::other)?;
+    }
+}
+
+fn peer_identity(conn: &Connection) -> Option<NodeIdentity> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?;
+    let leaf = certs.first()?;
+    match NodeIdentity::from_certificate(leaf) {
+        Ok(id) => Some(id),
+        Err(e) => {
+            warn!(remote = %conn.remote_address(), error = %e, "peer certificate names no node");
+            None
+        }
+    }
+}
+
+async fn serve_connection<H: RpcHandler>(conn: Connection, handler: Arc<H>, policy: PeerPolicy) {
+    let remote = conn.remote_address();
+    let Some(peer) = peer_identity(&conn).filter(|id| policy(id)) else {
+        SHARED.peer_rejected.inc();
+        warn!(%remote, "refused QUIC peer: its certificate is not for this group");
+        conn.close(
+            VarInt::from_u32(CLOSE_FORBIDDEN),
+            b"certificate not accepted here",
+        );
+        return;
+    };
+    info!(%peer, %remote, "peer connected");
+    let span = tracing::info_span!("peer", %peer);
+    async move {
+        loop {
+            let (send, recv) = match conn.accept_bi().await {
+                Ok(streams) => streams,
+                Err(e) => {
+                    debug!(error = %e, "peer connection ended");
+                    return;
+                }
+            };
+            let handler = handler.clone();
+            let peer = peer.clone();
+            let conn = conn.clone();
+            tokio::spawn(
+                async move { serve_stream(conn, peer, handler, send, recv).await }
+                    .in_current_span(),
+            );
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn serve_stream<H: RpcHandler>(
+    conn: Connection,
+    peer: NodeIdentity,
+    handler: Arc<H>,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) {
+    let request: Request = match read_frame(&mut recv).await {
+        Ok(request) => request,
+        Err(WireError::Io(e)) if e.kind() != std::io::ErrorKind::UnexpectedEof => {
+            debug!(error = %e, "stream reset before a request");
+            return;
+        }
+        Err(e) => {
+            SHARED.bad_frames.inc();
+            warn!(error = %e, "bad frame from peer; closing its connection");
+            conn.close(VarInt::from_u32(CLOSE_BAD_FRAME), b"bad frame");
+            return;
+        }
+    };
+    let response = handler.handle(peer, request, &mut recv).await;
+    if let Err(e) = write_frame(&mut send, &response).await {
+        debug!(error = %e, "could not send response");
+        return;
+    }
+    let _ = send.finish();
+}

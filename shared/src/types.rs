@@ -1,0 +1,208 @@
+//! The openraft type configuration and the replicated command language.
+//!
+//! Commands are what a client write becomes in the Raft log; they persist for as long as
+//! the log and snapshots do, so every change here must stay decodable (postcard has no field
+//! tags: append enum variants, never reorder or remove them; see `store::codec`).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+pub type NodeId = u64;
+
+/// Where a group member can be reached: its advertised QUIC address and its client API.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddr {
+    pub raft: String,
+    pub http: String,
+}
+
+impl fmt::Display for NodeAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "raft={} http={}", self.raft, self.http)
+    }
+}
+
+openraft::declare_raft_types!(
+    /// Raft types of an edge group (and of a hub group serving a promoted site).
+    pub TypeConfig:
+        D = Command,
+        R = CommandResponse,
+        NodeId = NodeId,
+        Node = NodeAddr,
+);
+
+pub type Raft<SM> = openraft::Raft<TypeConfig, SM>;
+pub type Entry = openraft::alias::EntryOf<TypeConfig>;
+pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+pub type Vote = openraft::alias::VoteOf<TypeConfig>;
+pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+pub type Snapshot<SD> = openraft::alias::SnapshotOf<TypeConfig, SD>;
+
+/// A client write, stamped by the node that proposes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// Proposer's wall clock (unix ms): the physical part of the event's HLC timestamp and
+    /// the clock of idempotency expiry. The state machine never lets HLC go backwards.
+    pub proposed_ms: u64,
+    pub idempotency: Option<IdempotencyKey>,
+    pub op: Op,
+}
+
+/// `Idempotency-Key` of a write and how long it is remembered (carried in the command so
+/// every replica expires it identically).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub window_secs: u32,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Put `value` at `key`; with `if_revision`, only if the key's revision is that
+    /// (0 = only if absent).
+    Put {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+        if_revision: Option<u64>,
+    },
+    Delete {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        if_revision: Option<u64>,
+    },
+    Append {
+        stream: String,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+}
+
+impl fmt::Debug for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::Put {
+                key,
+                value,
+                if_revision,
+            } => write!(
+                f,
+                "Put({}, {} bytes, if={if_revision:?})",
+                String::from_utf8_lossy(key),
+                value.len()
+            ),
+            Op::Delete { key, if_revision } => {
+                write!(
+                    f,
+                    "Delete({}, if={if_revision:?})",
+                    String::from_utf8_lossy(key)
+                )
+            }
+            Op::Append { stream, data } => write!(f, "Append({stream}, {} bytes)", data.len()),
+        }
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.op)
+    }
+}
+
+/// What applying a command did. Rejections are results, not errors: they are replicated
+/// decisions and an idempotent retry must see the same one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResponse {
+    Put {
+        seq: u64,
+        revision: u64,
+    },
+    Deleted {
+        seq: u64,
+    },
+    Appended {
+        seq: u64,
+        hlc: u64,
+    },
+    /// `If-Match` did not hold; `current` is the key's revision (None: absent).
+    RevisionMismatch {
+        current: Option<u64>,
+    },
+    /// Delete of a key that does not exist.
+    NotFound,
+    /// Result of a blank or membership entry (no client waits on it).
+    Empty,
+}
+
+impl CommandResponse {
+    /// The event seq this write produced, if it produced one.
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            CommandResponse::Put { seq, .. }
+            | CommandResponse::Deleted { seq }
+            | CommandResponse::Appended { seq, .. } => Some(*seq),
+            CommandResponse::RevisionMismatch { .. }
+            | CommandResponse::NotFound
+            | CommandResponse::Empty => None,
+        }
+    }
+}
+
+/// A hybrid logical clock reading: unix milliseconds in the high 48 bits, a logical
+/// counter in the low 16.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Hlc(pub u64);
+
+impl Hlc {
+    const LOGICAL_BITS: u32 = 16;
+
+    pub fn from_ms(ms: u64) -> Self {
+        Hlc(ms << Self::LOGICAL_BITS)
+    }
+
+    pub fn physical_ms(self) -> u64 {
+        self.0 >> Self::LOGICAL_BITS
+    }
+
+    pub fn logical(self) -> u64 {
+        self.0 & ((1 << Self::LOGICAL_BITS) - 1)
+    }
+
+    /// The next reading after `self` for an event proposed at `proposed_ms`: never earlier
+    /// than `self`, whatever the proposer's wall clock says.
+    pub fn tick(self, proposed_ms: u64) -> Hlc {
+        let wall = Hlc::from_ms(proposed_ms.min(u64::MAX >> Self::LOGICAL_BITS));
+        if wall > self {
+            wall
+        } else {
+            Hlc(self.0.saturating_add(1))
+        }
+    }
+}
+
+impl fmt::Display for Hlc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.physical_ms(), self.logical())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hlc_never_goes_backwards() {
+        let a = Hlc::default().tick(1_000);
+        assert_eq!(a.physical_ms(), 1_000);
+        let b = a.tick(900); // wall clock jumped back
+        assert!(b > a);
+        assert_eq!(b.physical_ms(), 1_000);
+        assert_eq!(b.logical(), 1);
+        let c = b.tick(2_000);
+        assert_eq!((c.physical_ms(), c.logical()), (2_000, 0));
+        assert_eq!(c.to_string(), "2000.0");
+    }
+}
