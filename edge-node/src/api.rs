@@ -63,6 +63,9 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable(OpError::WriteTimeout(_) | OpError::ReadTimeout(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "timeout")
             }
+            ApiError::Unavailable(OpError::OutcomeUnknown(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown")
+            }
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
         };

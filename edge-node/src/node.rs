@@ -42,8 +42,16 @@ pub enum StartError {
 pub enum OpError {
     #[error("no leader is known; the group may have lost its quorum")]
     NoLeader,
+    /// Not carried out, and known not to be: safe to retry.
     #[error("{0}")]
     Unavailable(String),
+    /// The request may or may not have been carried out (the leader changed or went silent
+    /// after it was sent). Writes are not retried internally: the client retries, with its
+    /// Idempotency-Key if it needs exactly-once.
+    #[error(
+        "{0}; the write may or may not have been applied (retry with the same Idempotency-Key)"
+    )]
+    OutcomeUnknown(String),
     #[error("timed out after {0:?}; the write may or may not have been applied (retry with the same Idempotency-Key)")]
     WriteTimeout(Duration),
     #[error("timed out after {0:?} confirming the leader for a linearizable read")]
@@ -57,6 +65,7 @@ impl From<RemoteError> for OpError {
         match e {
             RemoteError::NotLeader { .. } => OpError::NoLeader,
             RemoteError::Unavailable(m) => OpError::Unavailable(m),
+            RemoteError::OutcomeUnknown(m) => OpError::OutcomeUnknown(m),
             RemoteError::Rejected(m) | RemoteError::Forbidden(m) => OpError::Rejected(m),
         }
     }
@@ -221,6 +230,9 @@ impl Node {
     }
 
     /// Sends `request` to the current leader; `Ok(None)` when this node is the leader.
+    ///
+    /// Gives up as soon as the leader it sent to is no longer the leader: a request sent
+    /// to a deposed or dead leader then has an unknown outcome.
     async fn to_leader(&self, request: &Request) -> Result<Option<Response>, OpError> {
         let Some((leader, addr)) = self.leader() else {
             self.wait_for_leader(None).await;
@@ -230,23 +242,36 @@ impl Node {
             return Ok(None);
         }
         let peer = NodeIdentity::edge(self.site().clone(), leader);
-        match self
+        let call = self
             .transport
-            .call(&peer, &addr.raft, request, FORWARD_RPC_TIMEOUT)
-            .await
-        {
+            .call(&peer, &addr.raft, request, FORWARD_RPC_TIMEOUT);
+        let waiter = self.raft.wait(Some(FORWARD_RPC_TIMEOUT));
+        let deposed = waiter.metrics(
+            |m| m.current_leader != Some(leader),
+            "forward target deposed",
+        );
+        let result = tokio::select! {
+            result = call => result,
+            _ = deposed => {
+                return Err(OpError::OutcomeUnknown(format!("leader {leader} was replaced while it held the request")));
+            }
+        };
+        match result {
             Ok(Response::Error(RemoteError::NotLeader { .. })) => {
                 self.wait_for_leader(Some(leader)).await;
                 Err(OpError::NoLeader)
             }
             Ok(response) => Ok(Some(response)),
-            Err(e) => {
-                // Unreachable leader: wait a little for a new one before the caller retries.
+            Err(e) if e.is_unreachable() => {
+                // Never reached the leader: wait a little for a new one, then retry.
                 self.wait_for_leader(Some(leader)).await;
                 Err(OpError::Unavailable(format!(
                     "leader {leader} unreachable: {e}"
                 )))
             }
+            Err(e) => Err(OpError::OutcomeUnknown(format!(
+                "forward to leader {leader} failed: {e}"
+            ))),
         }
     }
 
@@ -343,7 +368,10 @@ impl Node {
                             .map(|_| ())
                             .map_err(|e| OpError::Unavailable(e.to_string()));
                     }
-                    Err(OpError::NoLeader | OpError::Unavailable(_)) => continue,
+                    // Reads change nothing: any failure short of a rejection is retried.
+                    Err(
+                        OpError::NoLeader | OpError::Unavailable(_) | OpError::OutcomeUnknown(_),
+                    ) => continue,
                     Err(e) => return Err(e),
                 }
             }

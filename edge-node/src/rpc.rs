@@ -47,6 +47,7 @@ fn op_error(e: OpError) -> Response {
     Response::Error(match e {
         OpError::NoLeader => RemoteError::NotLeader { leader: None },
         OpError::Rejected(m) => RemoteError::Rejected(m),
+        OpError::OutcomeUnknown(m) => RemoteError::OutcomeUnknown(m),
         other => RemoteError::Unavailable(other.to_string()),
     })
 }

@@ -96,7 +96,10 @@ pub struct TransportTiming {
 pub struct Transport {
     endpoint: Endpoint,
     local: NodeIdentity,
+    /// Established connections, one per peer.
     connections: Mutex<HashMap<NodeIdentity, Connection>>,
+    /// One dial at a time per peer; the others wait for its result.
+    dialing: Mutex<HashMap<NodeIdentity, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Transport {
@@ -137,6 +140,7 @@ impl Transport {
             endpoint,
             local,
             connections: Mutex::new(HashMap::new()),
+            dialing: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -184,35 +188,6 @@ impl Transport {
             .ok_or_else(|| TransportError::Resolve(addr.to_owned()))
     }
 
-    /// The cached connection to `peer`, dialled if there is none or it has closed.
-    pub async fn connection(
-        &self,
-        peer: &NodeIdentity,
-        addr: &str,
-    ) -> Result<Connection, TransportError> {
-        let cached = self.lock().get(peer).cloned();
-        if let Some(conn) = cached {
-            if conn.close_reason().is_none() {
-                return Ok(conn);
-            }
-        }
-        let addr = Self::resolve(addr).await?;
-        let connect_err = |message: String| TransportError::Connect {
-            peer: peer.to_string(),
-            addr,
-            message,
-        };
-        let conn = self
-            .endpoint
-            .connect(addr, &peer.dns_name())
-            .map_err(|e| connect_err(e.to_string()))?
-            .await
-            .map_err(|e| connect_err(e.to_string()))?;
-        debug!(%peer, %addr, "connected");
-        self.lock().insert(peer.clone(), conn.clone());
-        Ok(conn)
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeIdentity, Connection>> {
         // A poisoned map of cached connections is still a valid cache.
         self.connections
@@ -220,14 +195,73 @@ impl Transport {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Drops the cached connection to `peer` so the next call redials.
+    fn cached(&self, peer: &NodeIdentity) -> Option<Connection> {
+        self.lock()
+            .get(peer)
+            .filter(|conn| conn.close_reason().is_none())
+            .cloned()
+    }
+
+    /// The cached connection to `peer`, dialled if there is none or it has closed.
+    ///
+    /// The dial runs in its own task: an RPC deadline shorter than a handshake (heartbeats)
+    /// abandons the wait, not the dial, and the next RPC finds the connection ready.
+    pub async fn connection(
+        self: &Arc<Self>,
+        peer: &NodeIdentity,
+        addr: &str,
+    ) -> Result<Connection, TransportError> {
+        if let Some(conn) = self.cached(peer) {
+            return Ok(conn);
+        }
+        let dial_lock = self
+            .dialing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(peer.clone())
+            .or_default()
+            .clone();
+        let _dialing = dial_lock.lock().await;
+        if let Some(conn) = self.cached(peer) {
+            return Ok(conn);
+        }
+        let addr = Self::resolve(addr).await?;
+        let this = self.clone();
+        let target = peer.clone();
+        let dial = tokio::spawn(async move {
+            let connect_err = |message: String| TransportError::Connect {
+                peer: target.to_string(),
+                addr,
+                message,
+            };
+            let conn = this
+                .endpoint
+                .connect(addr, &target.dns_name())
+                .map_err(|e| connect_err(e.to_string()))?
+                .await
+                .map_err(|e| connect_err(e.to_string()))?;
+            debug!(peer = %target, %addr, "connected");
+            this.lock().insert(target, conn.clone());
+            Ok(conn)
+        });
+        dial.await.unwrap_or_else(|e| {
+            Err(TransportError::Connect {
+                peer: peer.to_string(),
+                addr,
+                message: format!("dial task failed: {e}"),
+            })
+        })
+    }
+
+    /// Drops the cached connection to `peer` so the next call redials. Calls in flight on
+    /// it keep their handle.
     pub fn forget(&self, peer: &NodeIdentity) {
         self.lock().remove(peer);
     }
 
     /// One unary RPC with a deadline.
     pub async fn call(
-        &self,
+        self: &Arc<Self>,
         peer: &NodeIdentity,
         addr: &str,
         request: &Request,
@@ -239,7 +273,7 @@ impl Transport {
 
     /// An RPC whose request frame is followed by the bytes of `data` (a snapshot file).
     pub async fn call_with_data<R: AsyncRead + Unpin>(
-        &self,
+        self: &Arc<Self>,
         peer: &NodeIdentity,
         addr: &str,
         request: &Request,
@@ -253,16 +287,16 @@ impl Transport {
                 timeout,
             })
         });
-        if let Err(e) = &result {
-            if !matches!(e, TransportError::Timeout { .. }) {
-                self.forget(peer);
-            }
+        if result.is_err() {
+            // Includes timeouts: a peer that restarted leaves a connection that looks open
+            // but answers nothing until the idle timeout. Redialling costs one handshake.
+            self.forget(peer);
         }
         result
     }
 
     async fn exchange<R: AsyncRead + Unpin>(
-        &self,
+        self: &Arc<Self>,
         peer: &NodeIdentity,
         addr: &str,
         request: &Request,

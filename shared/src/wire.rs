@@ -134,6 +134,9 @@ pub enum RemoteError {
     /// The peer's certificate does not allow this request.
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// The request was proposed but its fate is unknown (e.g. leadership was lost).
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
