@@ -1,0 +1,516 @@
+//! The one lab harness: starts real `openclaw-edge` processes on loopback with dev
+//! certificates, optionally behind the project's UDP relay, and drives them over HTTP.
+//! The lab binary, the cluster tests and the benchmarks all start topologies through it.
+
+pub mod relay;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+use crate::relay::Relay;
+
+/// Longest a node may take to start serving.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Poll interval of every wait.
+pub const POLL: Duration = Duration::from_millis(50);
+/// Deadline of one HTTP request made by the harness.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a SIGTERMed node may take to exit.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Finds a daemon binary: `$OPENCLAW_EDGE_BIN`, else next to the running executable or
+/// one directory up (tests run from target/<profile>/deps).
+pub fn binary(name: &str, env: &str) -> anyhow::Result<PathBuf> {
+    if let Ok(path) = std::env::var(env) {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    let mut dir = exe.parent();
+    for _ in 0..2 {
+        if let Some(d) = dir {
+            let candidate = d.join(name);
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+            dir = d.parent();
+        }
+    }
+    bail!(
+        "{name} not found next to {} (run `cargo build --bins` first, or set {env})",
+        exe.display()
+    )
+}
+
+/// Timing and snapshot knobs of a lab group.
+#[derive(Clone, Debug)]
+pub struct GroupOptions {
+    pub site: String,
+    pub heartbeat: &'static str,
+    pub election_timeout: &'static str,
+    pub snapshot_every_entries: u64,
+    pub log_entries_kept_after_snapshot: u64,
+    pub write_timeout: &'static str,
+    /// Put a UDP relay in front of every node (needed to cut links).
+    pub relays: bool,
+}
+
+impl Default for GroupOptions {
+    fn default() -> Self {
+        GroupOptions {
+            site: "site-1".into(),
+            heartbeat: "100ms",
+            election_timeout: "1s",
+            snapshot_every_entries: 10_000,
+            log_entries_kept_after_snapshot: 1_000,
+            write_timeout: "5s",
+            relays: false,
+        }
+    }
+}
+
+/// One node process of a lab group.
+pub struct LabNode {
+    pub id: u64,
+    pub dir: PathBuf,
+    pub raft_listen: SocketAddr,
+    pub raft_advertise: SocketAddr,
+    pub http: String,
+    child: Option<Child>,
+    relay: Option<Relay>,
+}
+
+impl LabNode {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("config.toml")
+    }
+    /// The loopback IP this node sends its QUIC packets from.
+    pub fn ip(&self) -> IpAddr {
+        self.raft_listen.ip()
+    }
+}
+
+/// A site's edge group of separate `openclaw-edge` processes.
+pub struct EdgeGroup {
+    pub dir: PathBuf,
+    pub options: GroupOptions,
+    pub nodes: Vec<LabNode>,
+    bin: PathBuf,
+    pub http: reqwest::Client,
+}
+
+fn node_ip(id: u64) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10 + id as u8))
+}
+
+fn free_udp_port(ip: IpAddr) -> anyhow::Result<u16> {
+    Ok(std::net::UdpSocket::bind((ip, 0))?.local_addr()?.port())
+}
+
+fn free_tcp_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl EdgeGroup {
+    /// Creates certificates and configs for nodes `1..=n` and starts them as one group.
+    pub async fn start(dir: &Path, n: u64, options: GroupOptions) -> anyhow::Result<EdgeGroup> {
+        let bin = binary("openclaw-edge", "OPENCLAW_EDGE_BIN")?;
+        std::fs::create_dir_all(dir)?;
+        let certs = dir.join("certs");
+        run(&bin, &["certs", "ca", "--dir"], &certs)?;
+        let mut group = EdgeGroup {
+            dir: dir.to_owned(),
+            options,
+            nodes: Vec::new(),
+            bin,
+            http: reqwest::Client::builder().timeout(HTTP_TIMEOUT).build()?,
+        };
+        for id in 1..=n {
+            group.prepare_node(id).await?;
+        }
+        let members: Vec<u64> = (1..=n).collect();
+        for id in 1..=n {
+            group.write_config(id, Some(&members))?;
+            group.spawn(id)?;
+        }
+        Ok(group)
+    }
+
+    async fn prepare_node(&mut self, id: u64) -> anyhow::Result<()> {
+        let certs = self.dir.join("certs");
+        run(
+            &self.bin,
+            &[
+                "certs",
+                "node",
+                "--site",
+                &self.options.site,
+                "--id",
+                &id.to_string(),
+                "--dir",
+            ],
+            &certs,
+        )?;
+        let ip = node_ip(id);
+        let raft_listen = SocketAddr::new(ip, free_udp_port(ip)?);
+        let relay = if self.options.relays {
+            Some(Relay::start("127.0.0.1:0".parse()?, raft_listen).await?)
+        } else {
+            None
+        };
+        let raft_advertise = relay.as_ref().map_or(raft_listen, |r| r.listen);
+        let dir = self.dir.join(format!("node-{id}"));
+        std::fs::create_dir_all(&dir)?;
+        self.nodes.push(LabNode {
+            id,
+            dir,
+            raft_listen,
+            raft_advertise,
+            http: format!("http://127.0.0.1:{}", free_tcp_port()?),
+            child: None,
+            relay,
+        });
+        Ok(())
+    }
+
+    fn write_config(&self, id: u64, bootstrap_members: Option<&[u64]>) -> anyhow::Result<()> {
+        let node = self.node(id)?;
+        let o = &self.options;
+        let certs = self.dir.join("certs");
+        let mut text = format!(
+            "[node]\nid = {id}\nsite = \"{}\"\ndata_dir = \"{}\"\n\n[raft]\nlisten = \"{}\"\nadvertise = \"{}\"\n\
+             heartbeat_interval = \"{}\"\nelection_timeout = \"{}\"\nsnapshot_every_entries = {}\n\
+             log_entries_kept_after_snapshot = {}\nkeep_alive = \"1s\"\nidle_timeout = \"5s\"\n\n\
+             [http]\nlisten = \"{}\"\n\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\n\
+             [api]\nwrite_timeout = \"{}\"\nread_timeout = \"{}\"\n\n",
+            o.site,
+            node.dir.join("data").display(),
+            node.raft_listen,
+            node.raft_advertise,
+            o.heartbeat,
+            o.election_timeout,
+            o.snapshot_every_entries,
+            o.log_entries_kept_after_snapshot,
+            node.http.trim_start_matches("http://"),
+            certs.join("ca.pem").display(),
+            certs.join(format!("node-{id}.pem")).display(),
+            certs.join(format!("node-{id}.key")).display(),
+            o.write_timeout,
+            o.write_timeout,
+        );
+        match bootstrap_members {
+            Some(members) => {
+                text.push_str("[cluster]\nbootstrap = true\n");
+                for m in members {
+                    let peer = self.node(*m)?;
+                    text.push_str(&format!(
+                        "[[cluster.members]]\nid = {m}\nraft = \"{}\"\nhttp = \"{}\"\n",
+                        peer.raft_advertise, peer.http
+                    ));
+                }
+            }
+            None => text.push_str("[cluster]\nbootstrap = false\n"),
+        }
+        std::fs::write(node.config_path(), text)?;
+        Ok(())
+    }
+
+    fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
+        let bin = self.bin.clone();
+        let node = self.node_mut(id)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.dir.join("node.log"))?;
+        let child = Command::new(bin)
+            .arg("run")
+            .arg("--config")
+            .arg(node.config_path())
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting node {id}"))?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    pub fn node(&self, id: u64) -> anyhow::Result<&LabNode> {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .with_context(|| format!("no node {id}"))
+    }
+
+    fn node_mut(&mut self, id: u64) -> anyhow::Result<&mut LabNode> {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .with_context(|| format!("no node {id}"))
+    }
+
+    pub fn url(&self, id: u64) -> String {
+        self.node(id).map(|n| n.http.clone()).unwrap_or_default()
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    /// Running node ids.
+    pub fn running(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self, id: u64) -> anyhow::Result<()> {
+        let node = self.node_mut(id)?;
+        if let Some(mut child) = node.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then wait for a clean exit; returns its exit status code.
+    pub async fn stop(&mut self, id: u64) -> anyhow::Result<Option<i32>> {
+        let node = self.node_mut(id)?;
+        let Some(mut child) = node.child.take() else {
+            return Ok(None);
+        };
+        // SAFETY-free: plain kill(2) on a child we own.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status.code());
+            }
+            if Instant::now() > deadline {
+                child.kill()?;
+                child.wait()?;
+                bail!("node {id} did not exit within {STOP_TIMEOUT:?} of SIGTERM");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Starts a stopped node again from its directory and config.
+    pub fn restart(&mut self, id: u64) -> anyhow::Result<()> {
+        if self.node(id)?.child.is_some() {
+            bail!("node {id} is running");
+        }
+        self.spawn(id)
+    }
+
+    /// Prepares and starts a new node that joins (bootstrap = false); add it with the API.
+    pub async fn spawn_joiner(&mut self, id: u64) -> anyhow::Result<()> {
+        self.prepare_node(id).await?;
+        self.write_config(id, None)?;
+        self.spawn(id)
+    }
+
+    /// Cuts every link between the nodes in `a` and those in `b`, both directions.
+    pub fn partition(&self, a: &[u64], b: &[u64]) -> anyhow::Result<()> {
+        for (from, to) in a.iter().flat_map(|x| b.iter().map(move |y| (*x, *y))) {
+            for (src, dst) in [(from, to), (to, from)] {
+                let relay = self
+                    .node(dst)?
+                    .relay
+                    .as_ref()
+                    .context("group started without relays")?;
+                relay.control.block(self.node(src)?.ip());
+            }
+        }
+        Ok(())
+    }
+
+    pub fn heal(&self) {
+        for node in &self.nodes {
+            if let Some(relay) = &node.relay {
+                relay.control.unblock_all();
+            }
+        }
+    }
+
+    pub async fn status(&self, id: u64) -> anyhow::Result<Value> {
+        Ok(self
+            .http
+            .get(format!("{}/v1/status", self.url(id)))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// Waits until every listed node serves `/readyz`.
+    pub async fn wait_ready(&self, ids: &[u64]) -> anyhow::Result<()> {
+        for &id in ids {
+            let url = format!("{}/readyz", self.url(id));
+            wait_until(START_TIMEOUT, &format!("node {id} ready"), || async {
+                self.http
+                    .get(&url)
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false)
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The leader that every listed running node agrees on.
+    pub async fn leader(&self, among: &[u64]) -> anyhow::Result<u64> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(leader) = self.agreed_leader(among).await {
+                return Ok(leader);
+            }
+            if Instant::now() > deadline {
+                bail!("no leader agreed by nodes {among:?} within {START_TIMEOUT:?}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn agreed_leader(&self, among: &[u64]) -> Option<u64> {
+        let mut leaders = Vec::new();
+        for &id in among {
+            leaders.push(self.status(id).await.ok()?["leader_id"].as_u64());
+        }
+        let first = (*leaders.first()?)?;
+        (leaders.iter().all(|l| *l == Some(first)) && among.contains(&first)).then_some(first)
+    }
+
+    /// A metric's value on a node.
+    pub async fn metric(&self, id: u64, name: &str) -> anyhow::Result<f64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.url(id)))
+            .send()
+            .await?
+            .text()
+            .await?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .with_context(|| format!("metric {name} not on node {id}"))
+    }
+
+    /// `{"sites":[{"site":..,"nodes":[{"id","http","pid"}]}],"hub":[]}`.
+    pub fn endpoints(&self) -> Value {
+        let nodes: Vec<Value> = self
+            .nodes
+            .iter()
+            .map(|n| serde_json::json!({"id": n.id, "http": n.http, "pid": n.pid()}))
+            .collect();
+        serde_json::json!({"sites": [{"site": self.options.site, "nodes": nodes}], "hub": []})
+    }
+}
+
+impl Drop for EdgeGroup {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn run(bin: &Path, args: &[&str], dir: &Path) -> anyhow::Result<()> {
+    let out = Command::new(bin).args(args).arg(dir).output()?;
+    if !out.status.success() {
+        bail!(
+            "{} {args:?} failed: {}",
+            bin.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+pub async fn wait_until<F, Fut>(
+    timeout: Duration,
+    what: &str,
+    mut condition: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// An HTTP answer: status, body, selected headers.
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One request; a transport error is an `Err`.
+pub async fn request(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> anyhow::Result<Answer> {
+    let mut req = http.request(method, url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(body) = body {
+        req = req.body(body);
+    }
+    let resp = req.send().await?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.bytes().await?.to_vec();
+    Ok(Answer {
+        status,
+        body,
+        headers,
+    })
+}

@@ -1,0 +1,655 @@
+//! The edge group's guarantees, shown with real `openclaw-edge` processes on loopback
+//! (real QUIC, mutual TLS, fjall directories): one test per scenario of the edge group issue.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use openclaw_hil_tests::{request, wait_until, Answer, EdgeGroup, GroupOptions};
+use reqwest::Method;
+
+/// Fast timing for tests; generous limits for 2-core CI.
+fn fast() -> GroupOptions {
+    GroupOptions {
+        heartbeat: "50ms",
+        election_timeout: "500ms",
+        write_timeout: "3s",
+        ..GroupOptions::default()
+    }
+}
+
+const CATCH_UP: Duration = Duration::from_secs(30);
+
+async fn put(g: &EdgeGroup, node: u64, key: &str, value: &str, headers: &[(&str, &str)]) -> Answer {
+    request(
+        &g.http,
+        Method::PUT,
+        &format!("{}/v1/kv/{key}", g.url(node)),
+        headers,
+        Some(value.as_bytes().to_vec()),
+    )
+    .await
+    .unwrap_or_else(|e| Answer {
+        status: 0,
+        body: e.to_string().into_bytes(),
+        headers: Default::default(),
+    })
+}
+
+async fn get(g: &EdgeGroup, node: u64, key: &str, consistency: &str) -> Answer {
+    request(
+        &g.http,
+        Method::GET,
+        &format!("{}/v1/kv/{key}?consistency={consistency}", g.url(node)),
+        &[],
+        None,
+    )
+    .await
+    .unwrap_or_else(|e| Answer {
+        status: 0,
+        body: e.to_string().into_bytes(),
+        headers: Default::default(),
+    })
+}
+
+/// Writes `key=value` until acknowledged, retrying with one Idempotency-Key so a retry after
+/// an unknown outcome cannot write twice. Returns the acknowledged seq.
+async fn put_acked(g: &EdgeGroup, nodes: &[u64], key: &str, value: &str) -> u64 {
+    let idem = format!("idem-{key}-{value}");
+    let deadline = Instant::now() + CATCH_UP;
+    let mut attempt = 0usize;
+    loop {
+        let node = nodes[attempt % nodes.len()];
+        let a = put(g, node, key, value, &[("Idempotency-Key", &idem)]).await;
+        if a.status == 200 {
+            return a.json()["seq"].as_u64().expect("seq");
+        }
+        assert!(
+            a.status == 503 || a.status == 0,
+            "unexpected {} {}",
+            a.status,
+            a.text()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "write {key} never acknowledged: {}",
+            a.text()
+        );
+        attempt += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `node` (stale read) has every pair in `expected`.
+async fn wait_has_all(g: &EdgeGroup, node: u64, expected: &BTreeMap<String, String>) {
+    for (key, value) in expected {
+        let what = format!("node {node} to have {key}={value}");
+        wait_until(CATCH_UP, &what, || async {
+            get(g, node, key, "stale").await.text() == *value
+        })
+        .await
+        .expect("caught up");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_at_every_node_are_read_linearizably_at_every_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let g = EdgeGroup::start(dir.path(), 3, fast())
+        .await
+        .expect("start");
+    g.wait_ready(&[1, 2, 3]).await.expect("ready");
+    for round in 0..5 {
+        for writer in [1, 2, 3] {
+            let value = format!("v{round}-{writer}");
+            let a = put(&g, writer, "shared", &value, &[]).await;
+            assert_eq!(a.status, 200, "write at node {writer}: {}", a.text());
+            for reader in [1, 2, 3] {
+                let r = get(&g, reader, "shared", "linearizable").await;
+                assert_eq!(
+                    (r.status, r.text()),
+                    (200, value.clone()),
+                    "read at node {reader}"
+                );
+                assert!(r.headers.contains_key("x-revision") && r.headers.contains_key("x-seq"));
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_kill_elects_a_new_leader_and_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut g = EdgeGroup::start(dir.path(), 3, fast())
+        .await
+        .expect("start");
+    g.wait_ready(&[1, 2, 3]).await.expect("ready");
+    let old = g.leader(&[1, 2, 3]).await.expect("leader");
+    let mut acked = BTreeMap::new();
+    for i in 0..30 {
+        put_acked(&g, &[1, 2, 3], &format!("a{i}"), &format!("v{i}")).await;
+        acked.insert(format!("a{i}"), format!("v{i}"));
+    }
+    g.kill9(old).expect("kill leader");
+    let rest: Vec<u64> = [1, 2, 3].into_iter().filter(|n| *n != old).collect();
+    let new = g.leader(&rest).await.expect("new leader");
+    assert_ne!(new, old);
+    for i in 30..60 {
+        put_acked(&g, &rest, &format!("a{i}"), &format!("v{i}")).await;
+        acked.insert(format!("a{i}"), format!("v{i}"));
+    }
+    g.restart(old).expect("restart");
+    wait_has_all(&g, old, &acked).await;
+    for (key, value) in &acked {
+        for node in [1, 2, 3] {
+            let r = get(&g, node, key, "linearizable").await;
+            assert_eq!(
+                (r.status, r.text()),
+                (200, value.clone()),
+                "{key} at node {node}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_the_purged_log_catches_up_by_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = GroupOptions {
+        snapshot_every_entries: 50,
+        log_entries_kept_after_snapshot: 5,
+        ..fast()
+    };
+    let mut g = EdgeGroup::start(dir.path(), 3, options)
+        .await
+        .expect("start");
+    g.wait_ready(&[1, 2, 3]).await.expect("ready");
+    let leader = g.leader(&[1, 2, 3]).await.expect("leader");
+    let lagging = [1, 2, 3]
+        .into_iter()
+        .find(|n| *n != leader)
+        .expect("follower");
+    g.kill9(lagging).expect("kill");
+    let mut expected = BTreeMap::new();
+    for i in 0..300 {
+        put_acked(&g, &[leader], &format!("s{i}"), &format!("v{i}")).await;
+        expected.insert(format!("s{i}"), format!("v{i}"));
+    }
+    let status = g.status(leader).await.expect("status");
+    assert!(
+        status["snapshot_index"].as_u64().unwrap_or(0) > 100,
+        "leader built no snapshot: {status}"
+    );
+    g.restart(lagging).expect("restart");
+    wait_has_all(&g, lagging, &expected).await;
+    let installed = g
+        .metric(lagging, "openclaw_snapshots_installed_total")
+        .await
+        .expect("metric");
+    assert!(installed >= 1.0, "caught up without a snapshot install");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_group_kill9_keeps_every_acknowledged_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut g = EdgeGroup::start(dir.path(), 3, fast())
+        .await
+        .expect("start");
+    g.wait_ready(&[1, 2, 3]).await.expect("ready");
+    let mut writers = Vec::new();
+    for w in 0..8u64 {
+        let (http, urls) = (g.http.clone(), [g.url(1), g.url(2), g.url(3)]);
+        writers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..25 {
+                let url = format!("{}/v1/kv/burst/{w}/{i}", urls[(w as usize + i) % 3]);
+                let a = request(
+                    &http,
+                    Method::PUT,
+                    &url,
+                    &[],
+                    Some(format!("{w}-{i}").into_bytes()),
+                )
+                .await;
+                if a.map(|a| a.status == 200).unwrap_or(false) {
+                    acked.push((format!("burst/{w}/{i}"), format!("{w}-{i}")));
+                }
+            }
+            acked
+        }));
+    }
+    let mut acked = BTreeMap::new();
+    for w in writers {
+        acked.extend(w.await.expect("writer"));
+    }
+    assert!(
+        acked.len() >= 150,
+        "only {} of 200 writes acknowledged",
+        acked.len()
+    );
+    for id in [1, 2, 3] {
+        g.kill9(id).expect("kill");
+    }
+    for id in [1, 2, 3] {
+        g.restart(id).expect("restart");
+    }
+    g.wait_ready(&[1, 2, 3]).await.expect("ready after restart");
+    for (key, value) in &acked {
+        let r = get(&g, 1, key, "linearizable").await;
+        assert_eq!(
+            (r.status, r.text()),
+            (200, value.clone()),
+            "{key} lost after full restart"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minority_serves_stale_reads_and_refuses_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let g = EdgeGroup::start(
+        dir.path(),
+        3,
+        GroupOptions {
+            relays: true,
+            ..fast()
+        },
+    )
+    .await
+    .expect("start");
+    g.wait_ready(&[1, 2, 3]).await.expect("ready");
+    let leader = g.leader(&[1, 2, 3]).await.expect("leader");
+    assert_eq!(put(&g, leader, "k", "before", &[]).await.status, 200);
+    let minority = [1, 2, 3]
+        .into_iter()
+        .find(|n| *n != leader)
+        .expect("follower");
+    let majority: Vec<u64> = [1, 2, 3].into_iter().filter(|n| *n != minority).collect();
+    let m = minority;
+    wait_until(CATCH_UP, "minority has the value", || async {
+        get(&g, m, "k", "stale").await.text() == "before"
+    })
+    .await
+    .expect("replicated");
+
+    g.partition(&[minority], &majority).expect("partition");
+    for i in 0..10 {
+        let a = put(&g, leader, "k", &format!("after-{i}"), &[]).await;
+        assert_eq!(a.status, 200, "majority write {i}: {}", a.text());
+    }
+    let stale = get(&g, minority, "k", "stale").await;
+    assert_eq!(
+        (stale.status, stale.text()),
+        (200, "before".to_string()),
+        "stale read on the minority"
+    );
+    let started = Instant::now();
+    let refused = put(&g, minority, "k", "from-minority", &[]).await;
+    assert_eq!(refused.status, 503, "minority write: {}", refused.text());
+    assert!(refused.headers.contains_key("retry-after"));
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "refusal took {:?}",
+        started.elapsed()
+    );
+    let linearizable = get(&g, minority, "k", "linearizable").await;
+    assert_eq!(
+        linearizable.status, 503,
+        "linearizable read on the minority must not answer"
+    );
+
+    g.heal();
+    wait_until(CATCH_UP, "minority catches up", || async {
+        get(&g, m, "k", "stale").await.text() == "after-9"
+    })
+    .await
+    .expect("healed");
+    let r = get(&g, leader, "k", "linearizable").await;
+    assert_eq!(
+        r.text(),
+        "after-9",
+        "the refused minority write must not have been applied"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_set_and_idempotent_retries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let g = EdgeGroup::start(dir.path(), 3, fast())
+        .await
+        .expect("start");
+    g.wait_ready(&[1, 2, 3]).await.expect("ready");
+    let first = put(&g, 1, "cas", "one", &[]).await.json();
+    let revision = first["revision"].as_u64().expect("revision");
+    let stale = put(
+        &g,
+        2,
+        "cas",
+        "two",
+        &[("If-Match", &(revision + 99).to_string())],
+    )
+    .await;
+    assert_eq!(stale.status, 412, "{}", stale.text());
+    assert_eq!(stale.json()["error"]["code"], "revision_mismatch");
+    let ok = put(&g, 3, "cas", "two", &[("If-Match", &revision.to_string())]).await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(
+        put(&g, 1, "fresh", "x", &[("If-Match", "0")]).await.status,
+        200,
+        "If-Match 0 creates"
+    );
+    assert_eq!(
+        put(&g, 1, "fresh", "y", &[("If-Match", "0")]).await.status,
+        412,
+        "If-Match 0 on an existing key"
+    );
+
+    let a = put(&g, 1, "idem", "one", &[("Idempotency-Key", "req-1")]).await;
+    let b = put(&g, 3, "idem", "two", &[("Idempotency-Key", "req-1")]).await;
+    assert_eq!((a.status, b.status), (200, 200));
+    assert_eq!(
+        a.json()["seq"],
+        b.json()["seq"],
+        "retry returns the first result"
+    );
+    let r = get(&g, 2, "idem", "linearizable").await;
+    assert_eq!(r.text(), "one", "the retry wrote nothing");
+    let revision_after = r.headers["x-revision"]
+        .to_str()
+        .expect("header")
+        .to_string();
+    assert_eq!(revision_after, a.json()["revision"].to_string());
+    let c = request(
+        &g.http,
+        Method::POST,
+        &format!("{}/v1/streams/s", g.url(2)),
+        &[("Idempotency-Key", "ev-1")],
+        Some(b"e".to_vec()),
+    )
+    .await
+    .expect("post");
+    let d = request(
+        &g.http,
+        Method::POST,
+        &format!("{}/v1/streams/s", g.url(1)),
+        &[("Idempotency-Key", "ev-1")],
+        Some(b"e".to_vec()),
+    )
+    .await
+    .expect("post");
+    assert_eq!(c.json()["seq"], d.json()["seq"]);
+    let events = request(
+        &g.http,
+        Method::GET,
+        &format!("{}/v1/streams/s?from=1", g.url(3)),
+        &[],
+        None,
+    )
+    .await
+    .expect("read");
+    assert_eq!(
+        events.json()["events"].as_array().map(Vec::len),
+        Some(1),
+        "one event, not two"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_grows_to_five_and_shrinks_to_three_under_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut g = EdgeGroup::start(dir.path(), 1, fast())
+        .await
+        .expect("start");
+    g.wait_ready(&[1]).await.expect("ready");
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let stop = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let (http, url, stop, progress) =
+            (g.http.clone(), g.url(1), stop.clone(), progress.clone());
+        tokio::spawn(async move {
+            let mut acked = BTreeMap::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (key, value) = (format!("m{i}"), format!("v{i}"));
+                let a = request(
+                    &http,
+                    Method::PUT,
+                    &format!("{url}/v1/kv/{key}"),
+                    &[("Idempotency-Key", &key)],
+                    Some(value.clone().into_bytes()),
+                )
+                .await;
+                if a.map(|a| a.status == 200).unwrap_or(false) {
+                    acked.insert(key, value);
+                    i += 1;
+                    progress.store(i, Ordering::Relaxed);
+                }
+            }
+            acked
+        })
+    };
+    // Writes keep being acknowledged after every membership step.
+    let writes_continue = || {
+        let progress = progress.clone();
+        async move {
+            let from = progress.load(Ordering::Relaxed);
+            wait_until(CATCH_UP, "writes to continue", || async {
+                progress.load(Ordering::Relaxed) >= from + 5
+            })
+            .await
+            .expect("writes continue");
+        }
+    };
+    let members = |g: &EdgeGroup| {
+        let url = format!("{}/v1/status", g.url(1));
+        let http = g.http.clone();
+        async move {
+            let s: serde_json::Value = http
+                .get(url)
+                .send()
+                .await
+                .expect("status")
+                .json()
+                .await
+                .expect("json");
+            s["members"]
+                .as_array()
+                .expect("members")
+                .iter()
+                .filter_map(|v| v.as_u64())
+                .collect::<Vec<_>>()
+        }
+    };
+    for id in 2..=5 {
+        g.spawn_joiner(id).await.expect("spawn joiner");
+        let node = g.node(id).expect("node");
+        let body = serde_json::json!({"id": id, "raft": node.raft_advertise.to_string(), "http": node.http});
+        let add = request(
+            &g.http,
+            Method::POST,
+            &format!("{}/v1/members", g.url(1)),
+            &[],
+            Some(body.to_string().into_bytes()),
+        )
+        .await
+        .expect("add");
+        assert_eq!(add.status, 200, "add {id}: {}", add.text());
+        let promote = request(
+            &g.http,
+            Method::POST,
+            &format!("{}/v1/members/{id}/promote", g.url(1)),
+            &[],
+            None,
+        )
+        .await
+        .expect("promote");
+        assert_eq!(promote.status, 200, "promote {id}: {}", promote.text());
+        assert_eq!(members(&g).await, (1..=id).collect::<Vec<_>>());
+        writes_continue().await;
+    }
+    for id in [5, 4] {
+        let remove = request(
+            &g.http,
+            Method::DELETE,
+            &format!("{}/v1/members/{id}", g.url(1)),
+            &[],
+            None,
+        )
+        .await
+        .expect("remove");
+        assert_eq!(remove.status, 200, "remove {id}: {}", remove.text());
+        g.stop(id).await.expect("stop removed node");
+        writes_continue().await;
+    }
+    assert_eq!(members(&g).await, vec![1, 2, 3]);
+    stop.store(true, Ordering::Relaxed);
+    let acked = writer.await.expect("writer");
+    for node in [1, 2, 3] {
+        wait_has_all(&g, node, &acked).await;
+    }
+}
+
+/// Writes a config for a rogue node that claims membership of the good group.
+fn rogue_config(
+    g: &EdgeGroup,
+    dir: &std::path::Path,
+    id: u64,
+    site: &str,
+    certs: &std::path::Path,
+) -> std::path::PathBuf {
+    let port = std::net::UdpSocket::bind(("127.0.0.1", 0))
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut text = format!(
+        "[node]\nid = {id}\nsite = \"{site}\"\ndata_dir = \"{}\"\n[raft]\nlisten = \"127.0.0.{}:{port}\"\n\
+         heartbeat_interval = \"50ms\"\nelection_timeout = \"300ms\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n\
+         [tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n[cluster]\nbootstrap = true\n",
+        dir.join(format!("rogue-{id}")).display(),
+        10 + id,
+        certs.join("ca.pem").display(),
+        certs.join(format!("node-{id}.pem")).display(),
+        certs.join(format!("node-{id}.key")).display(),
+    );
+    for n in &g.nodes {
+        text.push_str(&format!(
+            "[[cluster.members]]\nid = {}\nraft = \"{}\"\nhttp = \"{}\"\n",
+            n.id, n.raft_advertise, n.http
+        ));
+    }
+    text.push_str(&format!("[[cluster.members]]\nid = {id}\nraft = \"127.0.0.{}:{port}\"\nhttp = \"http://127.0.0.1:{http}\"\n", 10 + id));
+    let path = dir.join(format!("rogue-{id}.toml"));
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_with_foreign_or_other_site_certificates_cannot_join_or_vote() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let g = EdgeGroup::start(&dir.path().join("good"), 3, fast())
+        .await
+        .expect("start");
+    g.wait_ready(&[1, 2, 3]).await.expect("ready");
+    let leader = g.leader(&[1, 2, 3]).await.expect("leader");
+    let term = g.status(leader).await.expect("status")["term"]
+        .as_u64()
+        .expect("term");
+    let rejected_before: f64 = {
+        let mut sum = 0.0;
+        for id in [1, 2, 3] {
+            sum += g
+                .metric(id, "openclaw_peer_rejected_total")
+                .await
+                .expect("metric");
+        }
+        sum
+    };
+    let bin = openclaw_hil_tests::binary("openclaw-edge", "OPENCLAW_EDGE_BIN").expect("binary");
+    let certs = |args: &[&str]| {
+        let ok = std::process::Command::new(&bin)
+            .args(args)
+            .status()
+            .expect("certs")
+            .success();
+        assert!(ok, "{args:?}");
+    };
+    // Rogue 4: its own CA. Rogue 5: the real CA, but a certificate for another site.
+    let foreign = dir.path().join("foreign-ca");
+    certs(&["certs", "ca", "--dir", foreign.to_str().expect("utf8")]);
+    certs(&[
+        "certs",
+        "node",
+        "--dir",
+        foreign.to_str().expect("utf8"),
+        "--site",
+        "site-1",
+        "--id",
+        "4",
+    ]);
+    let good_certs = dir.path().join("good/certs");
+    certs(&[
+        "certs",
+        "node",
+        "--dir",
+        good_certs.to_str().expect("utf8"),
+        "--site",
+        "site-2",
+        "--id",
+        "5",
+    ]);
+    let mut rogues = Vec::new();
+    for (id, site, certs) in [
+        (4, "site-1", foreign.clone()),
+        (5, "site-2", good_certs.clone()),
+    ] {
+        let config = rogue_config(&g, dir.path(), id, site, &certs);
+        let log = std::fs::File::create(dir.path().join(format!("rogue-{id}.log"))).expect("log");
+        rogues.push(
+            std::process::Command::new(&bin)
+                .args(["run", "--config"])
+                .arg(config)
+                .stderr(log)
+                .spawn()
+                .expect("spawn rogue"),
+        );
+    }
+    // The rogues campaign (election timeout 300 ms); the refusals show up as counted rejections.
+    wait_until(Duration::from_secs(20), "rejections counted", || async {
+        let mut sum = 0.0;
+        for id in [1, 2, 3] {
+            sum += g
+                .metric(id, "openclaw_peer_rejected_total")
+                .await
+                .unwrap_or(0.0);
+        }
+        sum >= rejected_before + 2.0
+    })
+    .await
+    .expect("rogue connections refused");
+    // Over many rogue election timeouts the good group keeps its leader and term.
+    let watch_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < watch_until {
+        for id in [1, 2, 3] {
+            let s = g.status(id).await.expect("status");
+            assert_eq!(
+                s["term"].as_u64(),
+                Some(term),
+                "node {id}: the good group's term moved: {s}"
+            );
+            assert_eq!(s["leader_id"].as_u64(), Some(leader));
+            assert_eq!(s["members"], serde_json::json!([1, 2, 3]));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for mut rogue in rogues {
+        let _ = rogue.kill();
+        let _ = rogue.wait();
+    }
+}
