@@ -124,7 +124,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let fit = entries_that_fit(&rpc.entries);
         let partial = (fit < rpc.entries.len()).then(|| {
             rpc.entries.truncate(fit);
-            rpc.entries.last().map(|e| e.log_id.clone())
+            rpc.entries.last().map(|e| e.log_id)
         });
         match self.call(&Request::AppendEntries(rpc), &option).await? {
             Response::AppendEntries(AppendEntriesResponse::Success) if partial.is_some() => {

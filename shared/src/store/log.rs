@@ -116,7 +116,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, std::io::Error> {
         let purged: Option<LogId> = read_meta(&self.store.ks, PURGED_KEY)?;
-        let last = self.last_entry_id()?.or_else(|| purged.clone());
+        let last = self.last_entry_id()?.or(purged);
         Ok(LogState {
             last_purged_log_id: purged,
             last_log_id: last,

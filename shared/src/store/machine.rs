@@ -85,7 +85,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), std::io::Error> {
-        Ok((self.meta.applied.clone(), self.meta.membership.clone()))
+        Ok((self.meta.applied, self.meta.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), std::io::Error>
@@ -103,11 +103,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(command) => apply_command(ks, &mut meta, &mut batch, command)?,
                 EntryPayload::Membership(membership) => {
                     meta.membership =
-                        StoredMembership::new(Some(entry.log_id.clone()), membership.clone());
+                        StoredMembership::new(Some(entry.log_id), membership.clone());
                     CommandResponse::Empty
                 }
             };
-            meta.applied = Some(entry.log_id.clone());
+            meta.applied = Some(entry.log_id);
             batch.insert(&ks.sm_meta, SM_META_KEY, encode(&meta)?);
             batch.commit().map_err(StoreError::from)?;
             self.meta = meta;

@@ -118,7 +118,7 @@ pub(crate) fn build(
     dir: &Path,
 ) -> Result<Snapshot<SnapshotFile>, StoreError> {
     let meta = SnapshotMeta {
-        last_log_id: sm.applied.clone(),
+        last_log_id: sm.applied,
         last_membership: sm.membership.clone(),
     };
     let tmp = dir.join(format!("building-{:016x}.snap", rand::random::<u64>()));
