@@ -653,3 +653,192 @@ async fn nodes_with_foreign_or_other_site_certificates_cannot_join_or_vote() {
         let _ = rogue.wait();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_leadership_over_and_exits_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut g = EdgeGroup::start(dir.path(), 3, fast())
+        .await
+        .expect("start");
+    g.wait_ready(&[1, 2, 3]).await.expect("ready");
+    let old = g.leader(&[1, 2, 3]).await.expect("leader");
+    put_acked(&g, &[old], "before-stop", "v").await;
+    let code = g.stop(old).await.expect("stop");
+    assert_eq!(code, Some(0), "SIGTERM must exit 0");
+    let rest: Vec<u64> = [1, 2, 3].into_iter().filter(|n| *n != old).collect();
+    let new = g.leader(&rest).await.expect("new leader");
+    assert_ne!(new, old);
+    let log =
+        std::fs::read_to_string(g.node(old).expect("node").dir.join("node.log")).expect("log");
+    assert!(
+        log.contains("handing leadership over"),
+        "no handover attempted:\n{log}"
+    );
+    let r = get(&g, new, "before-stop", "linearizable").await;
+    assert_eq!(r.text(), "v");
+    g.restart(old).expect("restart");
+    g.wait_ready(&[old]).await.expect("rejoins");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_commands_and_their_exit_codes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let g = EdgeGroup::start(dir.path(), 1, fast())
+        .await
+        .expect("start");
+    g.wait_ready(&[1]).await.expect("ready");
+    let bin = openclaw_hil_tests::binary("openclaw-edge", "OPENCLAW_EDGE_BIN").expect("binary");
+    let run = |args: &[&str]| {
+        std::process::Command::new(&bin)
+            .args(args)
+            .output()
+            .expect("run")
+    };
+    let url = g.url(1);
+    let status = run(&["status", "--addr", &url]);
+    assert_eq!(status.status.code(), Some(0));
+    let json: serde_json::Value =
+        serde_json::from_slice(&status.stdout).expect("status prints JSON");
+    assert_eq!(json["role"], "leader");
+    assert_eq!(
+        run(&["members", "list", "--addr", &url]).status.code(),
+        Some(0)
+    );
+    assert_eq!(run(&["snapshot", "--addr", &url]).status.code(), Some(0));
+    let refused = run(&["transfer-leader", "--to", "9", "--addr", &url]);
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "transfer to a non-member is a runtime error"
+    );
+    assert_eq!(
+        run(&["status", "--addr", "http://127.0.0.1:1"])
+            .status
+            .code(),
+        Some(1)
+    );
+    assert_eq!(
+        run(&["status", "--bogus"]).status.code(),
+        Some(2),
+        "usage errors exit 2"
+    );
+    assert_eq!(run(&["--help"]).status.code(), Some(0));
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[node]\nid = 1\nsite = \"s\"\ndata_dir = \"d\"\nflavour = 1\n",
+    )
+    .expect("write");
+    let out = run(&["run", "--config", bad.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("flavour") && stderr.contains("bad.toml"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let g = EdgeGroup::start(dir.path(), 1, fast())
+        .await
+        .expect("start");
+    g.wait_ready(&[1]).await.expect("ready");
+    let url = g.url(1);
+    let long_key = "k".repeat(1025);
+    let cases: Vec<(Method, String, Vec<(&str, &str)>, Option<Vec<u8>>, u16)> = vec![
+        (
+            Method::PUT,
+            format!("{url}/v1/kv/{long_key}"),
+            vec![],
+            Some(b"v".to_vec()),
+            413,
+        ),
+        (
+            Method::PUT,
+            format!("{url}/v1/kv/big"),
+            vec![],
+            Some(vec![0; 1024 * 1024 + 1]),
+            413,
+        ),
+        (
+            Method::POST,
+            format!("{url}/v1/streams/big"),
+            vec![],
+            Some(vec![0; 1024 * 1024 + 1]),
+            413,
+        ),
+        (
+            Method::PUT,
+            format!("{url}/v1/kv/x"),
+            vec![("If-Match", "abc")],
+            Some(b"v".to_vec()),
+            400,
+        ),
+        (
+            Method::POST,
+            format!("{url}/v1/streams/bad%20name"),
+            vec![],
+            Some(b"e".to_vec()),
+            400,
+        ),
+        (
+            Method::GET,
+            format!("{url}/v1/kv?limit=0"),
+            vec![],
+            None,
+            400,
+        ),
+        (
+            Method::GET,
+            format!("{url}/v1/kv?colour=red"),
+            vec![],
+            None,
+            400,
+        ),
+        (
+            Method::GET,
+            format!("{url}/v1/streams/s?from=x"),
+            vec![],
+            None,
+            400,
+        ),
+        (
+            Method::POST,
+            format!("{url}/v1/members"),
+            vec![],
+            Some(b"{not json".to_vec()),
+            400,
+        ),
+        (Method::GET, format!("{url}/v2/anything"), vec![], None, 404),
+        (
+            Method::DELETE,
+            format!("{url}/v1/kv/never-written"),
+            vec![],
+            None,
+            404,
+        ),
+    ];
+    for (method, target, headers, body, want) in cases {
+        let a = request(&g.http, method.clone(), &target, &headers, body)
+            .await
+            .expect("request");
+        assert_eq!(
+            a.status,
+            want,
+            "{method} {}: {}",
+            &target[..target.len().min(80)],
+            a.text()
+        );
+        let error = a.json();
+        assert!(
+            error["error"]["code"].is_string() && error["error"]["message"].is_string(),
+            "{}",
+            a.text()
+        );
+    }
+    // Nothing above was written; the node still serves.
+    let status = g.status(1).await.expect("status");
+    assert_eq!(status["applied_seq"], 0);
+}
