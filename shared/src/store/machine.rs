@@ -102,8 +102,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Blank => CommandResponse::Empty,
                 EntryPayload::Normal(command) => apply_command(ks, &mut meta, &mut batch, command)?,
                 EntryPayload::Membership(membership) => {
-                    meta.membership =
-                        StoredMembership::new(Some(entry.log_id), membership.clone());
+                    meta.membership = StoredMembership::new(Some(entry.log_id), membership.clone());
                     CommandResponse::Empty
                 }
             };
