@@ -3,13 +3,18 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
+use openraft::raft::AppendEntriesRequest;
 use openraft::vote::RaftLeaderId;
-use quinn::RecvStream;
+use quinn::{RecvStream, SendStream};
 use shared::identity::NodeIdentity;
 use shared::limits::MAX_SNAPSHOT_BYTES;
+use shared::metrics::SHARED;
 use shared::store::SnapshotFile;
 use shared::transport::RpcHandler;
+use shared::types::TypeConfig;
 use shared::types::{NodeId, Snapshot, Vote};
+use shared::wire::{read_frame, write_frame, WireError};
 use shared::wire::{RemoteError, Request, Response};
 use tokio::io::AsyncWriteExt;
 use tracing::warn;
@@ -105,7 +110,62 @@ impl RpcService {
     }
 }
 
+impl RpcService {
+    /// Follower side of pipelined replication: feeds the leader's AppendEntries frames to
+    /// openraft in order and writes each result back as it completes.
+    async fn serve_stream_append(
+        &self,
+        peer: NodeIdentity,
+        recv: RecvStream,
+        mut send: SendStream,
+    ) {
+        let peer_id = peer.node_id;
+        let requests = futures::stream::unfold(recv, move |mut recv| async move {
+            match read_frame::<_, AppendEntriesRequest<TypeConfig>>(&mut recv).await {
+                Ok(request) if voter_of(&request.vote) == peer_id => Some((request, recv)),
+                Ok(request) => {
+                    warn!(
+                        peer = peer_id,
+                        claimed = voter_of(&request.vote),
+                        "replication stream claims another leader; closed"
+                    );
+                    None
+                }
+                Err(WireError::Io(_)) => None,
+                Err(e) => {
+                    SHARED.bad_frames.inc();
+                    warn!(peer = peer_id, error = %e, "bad frame on replication stream; closed");
+                    None
+                }
+            }
+        });
+        let results = self.node.raft.stream_append(requests);
+        futures::pin_mut!(results);
+        while let Some(item) = results.next().await {
+            let Ok(result) = item else { break }; // fatal: raft is stopping
+            let refused = result.is_err();
+            if write_frame(&mut send, &result).await.is_err() || refused {
+                break;
+            }
+        }
+        let _ = send.finish();
+    }
+}
+
 impl RpcHandler for RpcService {
+    async fn handle_stream(
+        &self,
+        peer: NodeIdentity,
+        request: Request,
+        recv: RecvStream,
+        send: SendStream,
+    ) {
+        match request {
+            Request::StreamAppend => self.serve_stream_append(peer, recv, send).await,
+            other => warn!(%peer, request = ?other, "not a streaming request"),
+        }
+    }
+
     async fn handle(
         &self,
         peer: NodeIdentity,
@@ -183,6 +243,9 @@ impl RpcHandler for RpcService {
                 Ok(result) => Response::Admin(result),
                 Err(e) => op_error(e),
             },
+            Request::StreamAppend => Response::Error(RemoteError::Rejected(
+                "StreamAppend is a streaming request".into(),
+            )),
         }
     }
 }

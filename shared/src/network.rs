@@ -1,17 +1,23 @@
 //! openraft's network over the QUIC transport: one client per (local node, target).
 //!
-//! AppendEntries requests are cut to fit a frame: the prefix that fits is sent and reported
+//! Replication is pipelined (`stream_append`): one stream per follower carries requests
+//! without waiting for replies. AppendEntries requests are cut to fit a frame: the prefix that fits is sent and reported
 //! as `PartialSuccess`, and openraft sends the rest next. Snapshots stream their file on one
 //! RPC stream after an `InstallSnapshot` header.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
 
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{EntryPayload, RaftNetworkV2};
 
@@ -21,7 +27,7 @@ use crate::limits::{ENTRY_OVERHEAD_BYTES, MAX_FRAME_BYTES};
 use crate::store::SnapshotFile;
 use crate::transport::{Transport, TransportError};
 use crate::types::{Entry, NodeAddr, NodeId, Snapshot, TypeConfig, Vote};
-use crate::wire::{Request, Response};
+use crate::wire::{read_frame, write_frame, Request, Response, WireError};
 
 /// Encoded-size budget of the entries in one AppendEntries frame.
 const APPEND_BUDGET_BYTES: usize = MAX_FRAME_BYTES / 2;
@@ -135,6 +141,23 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         }
     }
 
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+            RPCError<TypeConfig>,
+        >,
+    >
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        self.open_pipeline(input, option)
+    }
+
     async fn vote(
         &mut self,
         rpc: VoteRequest<TypeConfig>,
@@ -206,5 +229,119 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 Err(e) => Err(network(e.to_string())),
             },
         }
+    }
+}
+
+/// Shortest wait for a streamed reply while requests are outstanding (a follower's fsync
+/// plus a busy debug build can exceed a heartbeat-sized TTL without anything being wrong).
+const MIN_STREAM_REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Aborts the request-writing task when the reply stream is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Writes AppendEntries requests onto the replication stream until the input ends, a
+/// request had to be cut to fit a frame (its reply is partial and ends the pipeline), or the
+/// stream breaks.
+async fn write_requests<S>(mut input: S, mut send: quinn::SendStream, outstanding: Arc<AtomicUsize>)
+where
+    S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Unpin,
+{
+    while let Some(mut request) = input.next().await {
+        let fit = entries_that_fit(&request.entries);
+        let cut = fit < request.entries.len();
+        request.entries.truncate(fit);
+        outstanding.fetch_add(1, Ordering::AcqRel);
+        if write_frame(&mut send, &request).await.is_err() || cut {
+            break;
+        }
+    }
+    let _ = send.finish();
+}
+
+struct ReplyState {
+    recv: quinn::RecvStream,
+    outstanding: Arc<AtomicUsize>,
+    reply_timeout: std::time::Duration,
+    _writer: AbortOnDrop,
+    done: bool,
+}
+
+async fn next_reply(
+    mut state: ReplyState,
+) -> Option<(
+    Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>,
+    ReplyState,
+)> {
+    if state.done {
+        return None;
+    }
+    loop {
+        let read = tokio::time::timeout(state.reply_timeout, read_frame(&mut state.recv)).await;
+        let reply = match read {
+            Err(_) if state.outstanding.load(Ordering::Acquire) == 0 => continue, // idle
+            Err(_) => Err(RPCError::Network(NetworkError::from_string(format!(
+                "no replication reply within {:?}",
+                state.reply_timeout
+            )))),
+            Ok(Err(WireError::Io(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return None
+            }
+            Ok(Err(e)) => Err(RPCError::Network(NetworkError::from_string(e.to_string()))),
+            Ok(Ok(result)) => {
+                state.outstanding.fetch_sub(1, Ordering::AcqRel);
+                Ok(result)
+            }
+        };
+        // A transport error or a refusal (conflict, higher vote) ends the pipeline.
+        state.done = !matches!(reply, Ok(Ok(_)));
+        return Some((reply, state));
+    }
+}
+
+impl PeerClient {
+    /// Pipelined replication: requests go out without waiting for replies.
+    fn open_pipeline<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+            RPCError<TypeConfig>,
+        >,
+    >
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let (send, recv) = self
+                .transport
+                .open_stream(
+                    &self.peer,
+                    &self.addr,
+                    &Request::StreamAppend,
+                    option.hard_ttl().max(MIN_STREAM_REPLY_TIMEOUT),
+                )
+                .await
+                .map_err(rpc_error)?;
+            let outstanding = Arc::new(AtomicUsize::new(0));
+            let writer = tokio::spawn(write_requests(input, send, outstanding.clone()));
+            let state = ReplyState {
+                recv,
+                outstanding,
+                reply_timeout: option.hard_ttl().max(MIN_STREAM_REPLY_TIMEOUT),
+                _writer: AbortOnDrop(writer),
+                done: false,
+            };
+            let replies: BoxStream<'s, _> = Box::pin(futures::stream::unfold(state, next_reply));
+            Ok(replies)
+        })
     }
 }

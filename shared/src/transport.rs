@@ -84,6 +84,15 @@ pub trait RpcHandler: Send + Sync + 'static {
         request: Request,
         data: &mut RecvStream,
     ) -> impl Future<Output = Response> + Send;
+
+    /// Serves a streaming request (`Request::is_streaming`) on its own stream until done.
+    fn handle_stream(
+        &self,
+        peer: NodeIdentity,
+        request: Request,
+        recv: RecvStream,
+        send: SendStream,
+    ) -> impl Future<Output = ()> + Send;
 }
 
 /// Timing of QUIC connections.
@@ -328,6 +337,45 @@ impl Transport {
         read_frame(&mut recv).await.map_err(wire_err)
     }
 
+    /// Opens a stream to `peer` and sends a streaming request's header on it.
+    pub async fn open_stream(
+        self: &Arc<Self>,
+        peer: &NodeIdentity,
+        addr: &str,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<(SendStream, RecvStream), TransportError> {
+        let open = async {
+            let conn = self.connection(peer, addr).await?;
+            let (mut send, recv) =
+                conn.open_bi()
+                    .await
+                    .map_err(|source| TransportError::Connection {
+                        peer: peer.to_string(),
+                        source,
+                    })?;
+            write_frame(&mut send, request)
+                .await
+                .map_err(|source| TransportError::Wire {
+                    peer: peer.to_string(),
+                    source,
+                })?;
+            Ok((send, recv))
+        };
+        let result = tokio::time::timeout(timeout, open)
+            .await
+            .unwrap_or_else(|_| {
+                Err(TransportError::Timeout {
+                    peer: peer.to_string(),
+                    timeout,
+                })
+            });
+        if result.is_err() {
+            self.forget(peer);
+        }
+        result
+    }
+
     /// Closes every connection and the endpoint.
     pub async fn shutdown(&self) {
         self.endpoint
@@ -423,6 +471,10 @@ async fn serve_stream<H: RpcHandler>(
             return;
         }
     };
+    if request.is_streaming() {
+        handler.handle_stream(peer, request, recv, send).await;
+        return;
+    }
     let response = handler.handle(peer, request, &mut recv).await;
     if let Err(e) = write_frame(&mut send, &response).await {
         debug!(error = %e, "could not send response");

@@ -103,6 +103,16 @@ pub enum Request {
     ReadIndex,
     /// A membership or maintenance operation forwarded to the leader.
     Admin(AdminOp),
+    /// Opens a pipelined replication stream: AppendEntries frames follow from the leader,
+    /// `StreamAppendResult` frames come back in order, until either side finishes.
+    StreamAppend,
+}
+
+impl Request {
+    /// Requests that keep their stream open for many frames each way.
+    pub fn is_streaming(&self) -> bool {
+        matches!(self, Request::StreamAppend)
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -34,6 +34,15 @@ impl RpcHandler for Echo {
             _ => Response::Error(shared::wire::RemoteError::Rejected("echo only".into())),
         }
     }
+
+    async fn handle_stream(
+        &self,
+        _: NodeIdentity,
+        _: Request,
+        _: RecvStream,
+        _: quinn::SendStream,
+    ) {
+    }
 }
 
 fn site(s: &str) -> SiteId {
