@@ -747,7 +747,14 @@ async fn bad_input_gets_clear_errors() {
     g.wait_ready(&[1]).await.expect("ready");
     let url = g.url(1);
     let long_key = "k".repeat(1025);
-    let cases: Vec<(Method, String, Vec<(&str, &str)>, Option<Vec<u8>>, u16)> = vec![
+    type Case<'a> = (
+        Method,
+        String,
+        Vec<(&'a str, &'a str)>,
+        Option<Vec<u8>>,
+        u16,
+    );
+    let cases: Vec<Case> = vec![
         (
             Method::PUT,
             format!("{url}/v1/kv/{long_key}"),

@@ -29,6 +29,9 @@ use crate::transport::{Transport, TransportError};
 use crate::types::{Entry, NodeAddr, NodeId, Snapshot, TypeConfig, Vote};
 use crate::wire::{read_frame, write_frame, Request, Response, WireError};
 
+/// Replies of a pipelined replication stream, in request order.
+type ReplyStream<'s> = BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>;
+
 /// Encoded-size budget of the entries in one AppendEntries frame.
 const APPEND_BUDGET_BYTES: usize = MAX_FRAME_BYTES / 2;
 
@@ -145,13 +148,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         &'s mut self,
         input: S,
         option: RPCOption,
-    ) -> BoxFuture<
-        's,
-        Result<
-            BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
-            RPCError<TypeConfig>,
-        >,
-    >
+    ) -> BoxFuture<'s, Result<ReplyStream<'s>, RPCError<TypeConfig>>>
     where
         S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
     {
@@ -310,13 +307,7 @@ impl PeerClient {
         &'s mut self,
         input: S,
         option: RPCOption,
-    ) -> BoxFuture<
-        's,
-        Result<
-            BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
-            RPCError<TypeConfig>,
-        >,
-    >
+    ) -> BoxFuture<'s, Result<ReplyStream<'s>, RPCError<TypeConfig>>>
     where
         S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
     {
@@ -340,7 +331,7 @@ impl PeerClient {
                 _writer: AbortOnDrop(writer),
                 done: false,
             };
-            let replies: BoxStream<'s, _> = Box::pin(futures::stream::unfold(state, next_reply));
+            let replies: ReplyStream<'s> = Box::pin(futures::stream::unfold(state, next_reply));
             Ok(replies)
         })
     }

@@ -25,6 +25,11 @@ pub(crate) struct SmMeta {
     pub hlc: Hlc,
     /// A snapshot install began and has not finished: redo it from `current.snap` on open.
     pub install_pending: bool,
+    /// In memory only: no idempotency expiry index entry is earlier than this (0 = unknown).
+    /// Lets apply skip the expiry scan exactly when the scan would remove nothing, so
+    /// replicas with different hints (e.g. one just restarted) still apply identically.
+    #[serde(skip)]
+    pub idem_expiry_floor_ms: u64,
 }
 
 pub(crate) const SM_META_KEY: &[u8] = b"state";
@@ -96,6 +101,7 @@ pub(crate) fn apply_command(
                 if current.unwrap_or(0) != expected {
                     return finish(
                         ks,
+                        meta,
                         batch,
                         command,
                         now_ms,
@@ -137,37 +143,21 @@ pub(crate) fn apply_command(
             }
         }
     };
-    finish(ks, batch, command, now_ms, response)
+    finish(ks, meta, batch, command, now_ms, response)
 }
 
 /// Remembers the response under the idempotency key and expires a bounded number of old
 /// records (deterministically: by the HLC clock of the log, not the local wall clock).
 fn finish(
     ks: &Keyspaces,
+    meta: &mut SmMeta,
     batch: &mut WriteBatch,
     command: &Command,
     now_ms: u64,
     response: CommandResponse,
 ) -> Result<CommandResponse, StoreError> {
-    let current_key = command.idempotency.as_ref().map(|i| i.key.as_bytes());
-    for item in ks
-        .idem_exp
-        .range(..u64_key(now_ms + 1))
-        .take(IDEMPOTENCY_EXPIRE_PER_APPLY)
-    {
-        let index_key = item.key()?;
-        let expires_ms = read_u64("idempotency expiry", &index_key)?;
-        let idem_key = &index_key[8..];
-        if Some(idem_key) == current_key {
-            continue; // rewritten below; never remove and insert one key in one batch
-        }
-        batch.remove(&ks.idem_exp, index_key.clone());
-        if let Some(bytes) = ks.idem.get(idem_key)? {
-            let record: IdemRecord = decode("idempotency record", &bytes)?;
-            if record.expires_ms == expires_ms {
-                batch.remove(&ks.idem, idem_key);
-            }
-        }
+    if now_ms >= meta.idem_expiry_floor_ms {
+        expire_idempotency(ks, meta, batch, command, now_ms)?;
     }
     if let Some(idem) = &command.idempotency {
         let expires_ms = now_ms.saturating_add(u64::from(idem.window_secs) * 1000);
@@ -179,8 +169,46 @@ fn finish(
         let mut index_key = u64_key(expires_ms).to_vec();
         index_key.extend_from_slice(idem.key.as_bytes());
         batch.insert(&ks.idem_exp, index_key, Vec::new());
+        meta.idem_expiry_floor_ms = meta.idem_expiry_floor_ms.min(expires_ms);
     }
     Ok(response)
+}
+
+/// Removes up to `IDEMPOTENCY_EXPIRE_PER_APPLY` expired idempotency records, oldest first,
+/// and sets the floor to the earliest index entry left.
+fn expire_idempotency(
+    ks: &Keyspaces,
+    meta: &mut SmMeta,
+    batch: &mut WriteBatch,
+    command: &Command,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    let current_key = command.idempotency.as_ref().map(|i| i.key.as_bytes());
+    let mut removed = 0;
+    meta.idem_expiry_floor_ms = u64::MAX;
+    for item in ks.idem_exp.iter() {
+        let index_key = item.key()?;
+        let expires_ms = read_u64("idempotency expiry", &index_key)?;
+        let idem_key = &index_key[8..];
+        // Stop at the first entry this apply leaves: unexpired, over budget, or the
+        // command's own key (rewritten below; never remove and insert one key in one batch).
+        if expires_ms > now_ms
+            || removed == IDEMPOTENCY_EXPIRE_PER_APPLY
+            || Some(idem_key) == current_key
+        {
+            meta.idem_expiry_floor_ms = expires_ms;
+            break;
+        }
+        batch.remove(&ks.idem_exp, index_key.clone());
+        removed += 1;
+        if let Some(bytes) = ks.idem.get(idem_key)? {
+            let record: IdemRecord = decode("idempotency record", &bytes)?;
+            if record.expires_ms == expires_ms {
+                batch.remove(&ks.idem, idem_key);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One KV pair as read.
@@ -430,6 +458,42 @@ mod tests {
         f.apply(10_000_000, None, put("b", "1", None));
         assert_eq!(f.store.ks.idem.iter().count(), 0);
         assert_eq!(f.store.ks.idem_exp.iter().count(), 0);
+    }
+
+    fn dump(f: &Fixture) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let ks = &f.store.ks;
+        [&ks.kv, &ks.idem, &ks.idem_exp]
+            .into_iter()
+            .flat_map(|k| k.iter().map(|g| g.into_inner().expect("read")))
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn expiry_floor_never_changes_what_is_applied() {
+        // One replica uses the in-memory floor; the other forgets it before every apply (as
+        // if it had just restarted). Their keyspaces must stay byte-identical.
+        let (mut with_floor, mut always_scan) = (Fixture::new(), Fixture::new());
+        let mut state = 7_u64;
+        let mut ms = 1_000_u64;
+        for i in 0..400 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ms += match state % 10 {
+                0 => 700_000, // jump past every window
+                1 => 0,
+                _ => state % 5_000,
+            };
+            let key = format!("k{}", state % 23);
+            let idem = (state % 3 != 0).then(|| format!("i{}", state % 31));
+            let op = put(&key, &format!("v{i}"), None);
+            always_scan.meta.idem_expiry_floor_ms = 0;
+            let a = with_floor.apply(ms, idem.as_deref(), op.clone());
+            let b = always_scan.apply(ms, idem.as_deref(), op);
+            assert_eq!(a, b, "apply {i}");
+        }
+        assert_eq!(dump(&with_floor), dump(&always_scan));
     }
 
     #[test]
