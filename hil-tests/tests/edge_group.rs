@@ -91,6 +91,14 @@ async fn wait_has_all(g: &EdgeGroup, node: u64, expected: &BTreeMap<String, Stri
     }
 }
 
+/// Asserts a linearizable read at `node` returns every acknowledged pair.
+async fn assert_reads(g: &EdgeGroup, node: u64, acked: &BTreeMap<String, String>) {
+    for (key, value) in acked {
+        let r = get(g, node, key, "linearizable").await;
+        assert_eq!((r.status, r.text()), (200, value.clone()), "{key} at node {node}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_at_every_node_are_read_linearizably_at_every_node() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -139,15 +147,8 @@ async fn leader_kill_elects_a_new_leader_and_loses_nothing() {
     }
     g.restart(old).expect("restart");
     wait_has_all(&g, old, &acked).await;
-    for (key, value) in &acked {
-        for node in [1, 2, 3] {
-            let r = get(&g, node, key, "linearizable").await;
-            assert_eq!(
-                (r.status, r.text()),
-                (200, value.clone()),
-                "{key} at node {node}"
-            );
-        }
+    for node in [1, 2, 3] {
+        assert_reads(&g, node, &acked).await;
     }
 }
 
@@ -233,14 +234,7 @@ async fn full_group_kill9_keeps_every_acknowledged_write() {
         g.restart(id).expect("restart");
     }
     g.wait_ready(&[1, 2, 3]).await.expect("ready after restart");
-    for (key, value) in &acked {
-        let r = get(&g, 1, key, "linearizable").await;
-        assert_eq!(
-            (r.status, r.text()),
-            (200, value.clone()),
-            "{key} lost after full restart"
-        );
-    }
+    assert_reads(&g, 1, &acked).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

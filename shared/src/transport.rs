@@ -289,13 +289,25 @@ impl Transport {
         data: Option<R>,
         timeout: Duration,
     ) -> Result<Response, TransportError> {
-        let result = tokio::time::timeout(timeout, self.exchange(peer, addr, request, data)).await;
-        let result = result.unwrap_or_else(|_| {
-            Err(TransportError::Timeout {
-                peer: peer.to_string(),
-                timeout,
-            })
-        });
+        self.with_deadline(peer, timeout, self.exchange(peer, addr, request, data))
+            .await
+    }
+
+    /// Runs `work` against `peer` under a deadline; any failure drops the cached connection.
+    async fn with_deadline<T>(
+        &self,
+        peer: &NodeIdentity,
+        timeout: Duration,
+        work: impl Future<Output = Result<T, TransportError>>,
+    ) -> Result<T, TransportError> {
+        let result = tokio::time::timeout(timeout, work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(TransportError::Timeout {
+                    peer: peer.to_string(),
+                    timeout,
+                })
+            });
         if result.is_err() {
             // Includes timeouts: a peer that restarted leaves a connection that looks open
             // but answers nothing until the idle timeout. Redialling costs one handshake.
@@ -362,18 +374,7 @@ impl Transport {
                 })?;
             Ok((send, recv))
         };
-        let result = tokio::time::timeout(timeout, open)
-            .await
-            .unwrap_or_else(|_| {
-                Err(TransportError::Timeout {
-                    peer: peer.to_string(),
-                    timeout,
-                })
-            });
-        if result.is_err() {
-            self.forget(peer);
-        }
-        result
+        self.with_deadline(peer, timeout, open).await
     }
 
     /// Closes every connection and the endpoint.

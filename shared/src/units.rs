@@ -2,17 +2,23 @@
 
 use std::time::Duration;
 
-/// Parses a byte size such as `512`, `4KiB`, `64MiB`, `1GiB`, `10MB`.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
+/// Splits `64MiB` into (64, "MiB"); `what` names the kind of value in the error.
+fn split_number<'a>(text: &'a str, what: &str) -> Result<(u64, &'a str), String> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let number: u64 = digits
+    let number = digits
         .parse()
-        .map_err(|_| format!("`{text}` is not a size (e.g. 64MiB)"))?;
-    let multiplier: u64 = match unit.trim() {
+        .map_err(|_| format!("`{text}` is not a {what}"))?;
+    Ok((number, unit.trim()))
+}
+
+/// Parses a byte size such as `512`, `4KiB`, `64MiB`, `1GiB`, `10MB`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = split_number(text, "size (e.g. 64MiB)")?;
+    let multiplier: u64 = match unit {
         "" | "B" => 1,
         "KiB" => 1 << 10,
         "MiB" => 1 << 20,
@@ -34,14 +40,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// Parses a duration such as `150ms`, `2s`, `10m`, `1h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (e.g. 150ms, 2s)"))?;
-    let millis = match unit.trim() {
+    let (number, unit) = split_number(text, "duration (e.g. 150ms, 2s)")?;
+    let millis = match unit {
         "ms" => Some(number),
         "s" => number.checked_mul(1_000),
         "m" => number.checked_mul(60_000),
