@@ -10,7 +10,7 @@ use quinn::{RecvStream, SendStream};
 use shared::identity::NodeIdentity;
 use shared::limits::MAX_SNAPSHOT_BYTES;
 use shared::metrics::SHARED;
-use shared::store::SnapshotFile;
+use shared::store::{SnapshotData, SnapshotFile};
 use shared::transport::RpcHandler;
 use shared::types::TypeConfig;
 use shared::types::{NodeId, Snapshot, Vote};
@@ -225,7 +225,7 @@ impl RpcHandler for RpcService {
                     vote,
                     Snapshot {
                         meta,
-                        snapshot: file,
+                        snapshot: SnapshotData::File(file),
                     },
                 )
                 .await

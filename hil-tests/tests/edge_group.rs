@@ -95,7 +95,11 @@ async fn wait_has_all(g: &EdgeGroup, node: u64, expected: &BTreeMap<String, Stri
 async fn assert_reads(g: &EdgeGroup, node: u64, acked: &BTreeMap<String, String>) {
     for (key, value) in acked {
         let r = get(g, node, key, "linearizable").await;
-        assert_eq!((r.status, r.text()), (200, value.clone()), "{key} at node {node}");
+        assert_eq!(
+            (r.status, r.text()),
+            (200, value.clone()),
+            "{key} at node {node}"
+        );
     }
 }
 

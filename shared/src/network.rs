@@ -24,7 +24,7 @@ use openraft::{EntryPayload, RaftNetworkV2};
 use crate::config::SiteId;
 use crate::identity::NodeIdentity;
 use crate::limits::{ENTRY_OVERHEAD_BYTES, MAX_FRAME_BYTES};
-use crate::store::SnapshotFile;
+use crate::store::SnapshotData;
 use crate::transport::{Transport, TransportError};
 use crate::types::{Entry, NodeAddr, NodeId, Snapshot, TypeConfig, Vote};
 use crate::wire::{read_frame, write_frame, Request, Response, WireError};
@@ -123,7 +123,7 @@ impl PeerClient {
 }
 
 impl RaftNetworkV2<TypeConfig> for PeerClient {
-    type SnapshotData = SnapshotFile;
+    type SnapshotData = SnapshotData;
 
     async fn append_entries(
         &mut self,
@@ -191,26 +191,29 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     async fn full_snapshot(
         &mut self,
         vote: Vote,
-        snapshot: Snapshot<SnapshotFile>,
+        snapshot: Snapshot<SnapshotData>,
         cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let network = |text: String| StreamingError::Network(NetworkError::from_string(text));
-        let file = snapshot
-            .snapshot
-            .file
-            .try_clone()
+        let Snapshot { meta, snapshot } = snapshot;
+        // A lazy snapshot is written out now, off the runtime; the copy is removed once sent.
+        let file = tokio::task::spawn_blocking(move || snapshot.into_file())
+            .await
+            .map_err(|e| network(format!("snapshot writer: {e}")))?
             .map_err(|e| network(format!("snapshot file: {e}")))?;
         let request = Request::InstallSnapshot {
             vote,
-            meta: snapshot.meta,
-            size_bytes: snapshot.snapshot.size_bytes,
+            meta,
+            size_bytes: file.size_bytes,
         };
-        let mut data = tokio::fs::File::from_std(file);
-        use tokio::io::AsyncSeekExt;
-        data.seek(std::io::SeekFrom::Start(0))
-            .await
-            .map_err(|e| network(format!("snapshot file: {e}")))?;
+        let data = match file.file.try_clone() {
+            Ok(handle) => tokio::fs::File::from_std(handle),
+            Err(e) => {
+                file.remove();
+                return Err(network(format!("snapshot file: {e}")));
+            }
+        };
         let send = self.transport.call_with_data(
             &self.peer,
             &self.addr,
@@ -218,14 +221,16 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             Some(data),
             option.hard_ttl(),
         );
-        tokio::select! {
+        let outcome = tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
             result = send => match result {
                 Ok(Response::InstallSnapshot(response)) => Ok(response),
                 Ok(other) => Err(network(format!("{other:?}"))),
                 Err(e) => Err(network(e.to_string())),
             },
-        }
+        };
+        file.remove();
+        outcome
     }
 }
 

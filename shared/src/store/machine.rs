@@ -1,11 +1,11 @@
-//! openraft's `RaftStateMachine` over the rules in `state` and the files in `snapshot`.
+//! openraft's `RaftStateMachine` over the rules in `state` and the snapshots in `snapshot`.
 //!
 //! Each applied entry is one fjall batch holding its KV/stream/idempotency writes and the
 //! new `SmMeta` (applied log id, membership, seq, HLC), so the state machine on disk is always
 //! the result of a prefix of the log. Applying does not fsync: on restart openraft re-applies
-//! from the durable `applied` up to the saved `committed`.
+//! from the durable `applied` up to the saved `committed`. A snapshot is a fjall view of the
+//! state machine (no IO); it is written out only when sent to a follower.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -15,9 +15,9 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use tracing::{info, warn};
 
 use super::codec::encode;
-use super::snapshot::{self, SnapshotFile};
+use super::snapshot::{self, LazySnapshot, SnapshotData};
 use super::state::{apply_command, load_meta, SmMeta, StateReader, SM_META_KEY};
-use super::{Keyspaces, Store, StoreError};
+use super::{Store, StoreError};
 use crate::metrics::SHARED;
 use crate::types::{CommandResponse, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 
@@ -54,34 +54,43 @@ impl StateMachine {
         self.applied_seq
             .store(self.meta.last_seq, Ordering::Release);
     }
+
+    /// A snapshot of the state as applied now: a fjall view, no IO.
+    fn lazy_snapshot(&self) -> Snapshot<SnapshotData> {
+        Snapshot {
+            meta: snapshot::meta_of(&self.meta),
+            snapshot: SnapshotData::Lazy(LazySnapshot {
+                ks: self.store.ks.clone(),
+                view: self.store.ks.db.snapshot(),
+                sm: self.meta.clone(),
+                dir: self.store.snapshot_dir.clone(),
+            }),
+        }
+    }
 }
 
+/// Hands openraft the snapshot taken when the builder was made (openraft asks for the
+/// builder between applies, so the view matches the meta).
 pub struct SnapshotBuilder {
-    ks: Arc<Keyspaces>,
-    view: fjall::Snapshot,
-    meta: SmMeta,
-    dir: PathBuf,
+    snapshot: Option<Snapshot<SnapshotData>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    type SnapshotData = SnapshotFile;
+    type SnapshotData = SnapshotData;
 
-    async fn build_snapshot(&mut self) -> Result<Snapshot<SnapshotFile>, std::io::Error> {
-        let ks = self.ks.clone();
-        let view = self.view.clone();
-        let meta = self.meta.clone();
-        let dir = self.dir.clone();
-        let built = tokio::task::spawn_blocking(move || snapshot::build(&ks, &view, &meta, &dir))
-            .await
-            .map_err(std::io::Error::other)??;
+    async fn build_snapshot(&mut self) -> Result<Snapshot<SnapshotData>, std::io::Error> {
+        let built = self
+            .snapshot
+            .take()
+            .ok_or_else(|| std::io::Error::other("snapshot builder used twice"))?;
         SHARED.snapshots_built.inc();
-        info!(last_log_id = ?built.meta.last_log_id, bytes = built.snapshot.size_bytes, "snapshot built");
+        info!(last_log_id = ?built.meta.last_log_id, "snapshot taken");
         Ok(built)
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotData = SnapshotFile;
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), std::io::Error> {
@@ -120,23 +129,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
-            ks: self.store.ks.clone(),
-            view: self.store.ks.db.snapshot(),
-            meta: self.meta.clone(),
-            dir: self.store.snapshot_dir.clone(),
+            snapshot: Some(self.lazy_snapshot()),
         }
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: SnapshotFile,
+        snapshot: SnapshotData,
     ) -> Result<(), std::io::Error> {
         let ks = self.store.ks.clone();
         let dir = self.store.snapshot_dir.clone();
-        let installed = tokio::task::spawn_blocking(move || snapshot::install(&ks, snapshot, &dir))
-            .await
-            .map_err(std::io::Error::other)??;
+        let installed = tokio::task::spawn_blocking(move || {
+            let file = snapshot.into_file()?;
+            snapshot::install(&ks, file, &dir)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
         if installed.applied != meta.last_log_id {
             return Err(std::io::Error::other(format!(
                 "snapshot file says applied {:?}, its meta says {:?}",
@@ -152,10 +161,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_current_snapshot(
         &mut self,
-    ) -> Result<Option<Snapshot<SnapshotFile>>, std::io::Error> {
-        let dir = self.store.snapshot_dir.clone();
-        Ok(tokio::task::spawn_blocking(move || snapshot::current(&dir))
-            .await
-            .map_err(std::io::Error::other)??)
+    ) -> Result<Option<Snapshot<SnapshotData>>, std::io::Error> {
+        // The state machine is its own snapshot: its applied state can be sent as one.
+        Ok(self.meta.applied.is_some().then(|| self.lazy_snapshot()))
     }
 }

@@ -21,7 +21,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 
 pub use self::log::{LogReader, LogStore};
 pub use self::machine::StateMachine;
-pub use self::snapshot::SnapshotFile;
+pub use self::snapshot::{SnapshotData, SnapshotFile};
 pub use self::state::{KvItem, StateReader, StreamEvent};
 pub use self::syncer::Syncer;
 
@@ -83,6 +83,7 @@ impl Store {
             path: snapshot_dir.clone(),
             source,
         })?;
+        remove_temporary_snapshots(&snapshot_dir);
         let db = Database::builder(&db_dir)
             .cache_size(options.cache_size.0)
             .max_journaling_size(options.max_journal_size.0)
@@ -121,7 +122,24 @@ impl Store {
     }
 
     /// Bytes the database occupies on disk.
+    ///
+    /// (fjall's figure; snapshot files come and go with transfers.)
     pub fn disk_bytes(&self) -> u64 {
         self.ks.db.disk_space().unwrap_or(0)
+    }
+}
+
+/// Snapshot copies being sent or received when the process died are useless after a restart;
+/// `current.snap` (a finished install, needed to redo an interrupted one) is kept.
+fn remove_temporary_snapshots(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("outgoing-") || name.starts_with("incoming-") {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }

@@ -1,4 +1,9 @@
-//! Snapshot files: build from a consistent fjall view, verify, and install.
+//! Snapshots: a consistent fjall view taken in O(1) when openraft asks for a snapshot, and
+//! serialized to a file only when a follower needs one; verification and install on the
+//! receiving side.
+//!
+//! A lazy snapshot needs no fsync of its own: the state machine it views is in fjall's
+//! journal before any purge that relies on it, and the journal is recovered as a prefix.
 //!
 //! Format: magic ‖ u32 header length ‖ header (codec) ‖ records ‖ END ‖ crc32 of all before.
 //! A record is tag ‖ u32 key length ‖ key ‖ u32 value length ‖ value, each length bounded
@@ -18,7 +23,7 @@ use super::codec::{decode, encode};
 use super::state::{SmMeta, SM_META_KEY};
 use super::{Keyspaces, StoreError};
 use crate::limits::{MAX_KEY_BYTES, MAX_STREAM_NAME_BYTES, MAX_VALUE_BYTES};
-use crate::types::{Snapshot, SnapshotMeta};
+use crate::types::SnapshotMeta;
 
 const MAGIC: &[u8; 8] = b"OCSNAP01";
 const CURRENT: &str = "current.snap";
@@ -61,6 +66,39 @@ impl SnapshotFile {
     /// A fresh path in `dir` for a snapshot being received.
     pub fn incoming_path(dir: &Path) -> PathBuf {
         dir.join(format!("incoming-{:016x}.snap", rand::random::<u64>()))
+    }
+}
+
+/// What openraft holds as snapshot data.
+pub enum SnapshotData {
+    /// A view of this node's own state machine, not yet written anywhere.
+    Lazy(LazySnapshot),
+    /// A snapshot file (received from a leader, or a materialized view being sent).
+    File(SnapshotFile),
+}
+
+/// A consistent view of the state machine and its bookkeeping at one applied log id.
+pub struct LazySnapshot {
+    pub(crate) ks: std::sync::Arc<Keyspaces>,
+    pub(crate) view: fjall::Snapshot,
+    pub(crate) sm: SmMeta,
+    pub(crate) dir: PathBuf,
+}
+
+impl SnapshotData {
+    /// The snapshot as a file, writing it if needed (blocking IO: call off the runtime).
+    pub fn into_file(self) -> Result<SnapshotFile, StoreError> {
+        match self {
+            SnapshotData::File(file) => Ok(file),
+            SnapshotData::Lazy(lazy) => write(&lazy.ks, &lazy.view, &lazy.sm, &lazy.dir),
+        }
+    }
+}
+
+impl SnapshotFile {
+    /// Deletes the file (an outgoing copy, once sent).
+    pub fn remove(self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -110,29 +148,34 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         })
 }
 
-/// Writes a snapshot of `view` (a consistent fjall snapshot) whose state is `sm`.
-pub(crate) fn build(
+/// The meta openraft keeps for a snapshot of state `sm`.
+pub(crate) fn meta_of(sm: &SmMeta) -> SnapshotMeta {
+    SnapshotMeta {
+        last_log_id: sm.applied,
+        last_membership: sm.membership.clone(),
+    }
+}
+
+/// Writes `view` (a consistent fjall snapshot whose state is `sm`) to a new file in `dir`.
+/// No fsync: the file is a copy for sending; the receiver verifies and syncs it.
+fn write(
     ks: &Keyspaces,
     view: &fjall::Snapshot,
     sm: &SmMeta,
     dir: &Path,
-) -> Result<Snapshot<SnapshotFile>, StoreError> {
-    let meta = SnapshotMeta {
-        last_log_id: sm.applied,
-        last_membership: sm.membership.clone(),
-    };
-    let tmp = dir.join(format!("building-{:016x}.snap", rand::random::<u64>()));
+) -> Result<SnapshotFile, StoreError> {
+    let path = dir.join(format!("outgoing-{:016x}.snap", rand::random::<u64>()));
     let io = |source| StoreError::Io {
-        path: tmp.clone(),
+        path: path.clone(),
         source,
     };
-    let file = File::create(&tmp).map_err(io)?;
+    let file = File::create(&path).map_err(io)?;
     let mut out = CrcWriter {
         inner: BufWriter::new(file),
         crc: crc32fast::Hasher::new(),
     };
     let header = encode(&Header {
-        meta: meta.clone(),
+        meta: meta_of(sm),
         sm: sm.clone(),
     })?;
     out.write_all(MAGIC).map_err(io)?;
@@ -155,16 +198,8 @@ pub(crate) fn build(
     let crc = out.crc.clone().finalize();
     let mut inner = out.inner;
     inner.write_all(&crc.to_be_bytes()).map_err(io)?;
-    let file = inner.into_inner().map_err(|e| io(e.into_error()))?;
-    file.sync_all().map_err(io)?;
-    drop(file);
-    let current = dir.join(CURRENT);
-    std::fs::rename(&tmp, &current).map_err(io)?;
-    sync_dir(dir)?;
-    Ok(Snapshot {
-        meta,
-        snapshot: SnapshotFile::open(current)?,
-    })
+    inner.into_inner().map_err(|e| io(e.into_error()))?;
+    SnapshotFile::open(path)
 }
 
 /// Reads and checks the header of a snapshot file, leaving `file` positioned at the records.
@@ -187,25 +222,6 @@ fn read_header(path: &Path, file: &mut BufReader<File>) -> Result<Header, StoreE
     let mut header = vec![0u8; len];
     file.read_exact(&mut header).map_err(io)?;
     decode("snapshot header", &header)
-}
-
-/// The snapshot last built or installed, if any.
-pub(crate) fn current(dir: &Path) -> Result<Option<Snapshot<SnapshotFile>>, StoreError> {
-    let path = dir.join(CURRENT);
-    if !path.exists() {
-        return Ok(None);
-    }
-    let snapshot = SnapshotFile::open(path.clone())?;
-    let mut reader =
-        BufReader::new(snapshot.file.try_clone().map_err(|source| StoreError::Io {
-            path: path.clone(),
-            source,
-        })?);
-    let header = read_header(&path, &mut reader)?;
-    Ok(Some(Snapshot {
-        meta: header.meta,
-        snapshot,
-    }))
 }
 
 /// Checks the crc of a whole file without interpreting it.
