@@ -146,6 +146,17 @@ impl EdgeGroup {
         Ok(group)
     }
 
+    /// [`start`](Self::start), then waits until every node serves.
+    pub async fn start_ready(
+        dir: &Path,
+        n: u64,
+        options: GroupOptions,
+    ) -> anyhow::Result<EdgeGroup> {
+        let group = Self::start(dir, n, options).await?;
+        group.wait_ready(&group.ids()).await?;
+        Ok(group)
+    }
+
     async fn prepare_node(&mut self, id: u64) -> anyhow::Result<()> {
         let certs = self.dir.join("certs");
         run(

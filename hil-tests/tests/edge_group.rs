@@ -106,10 +106,9 @@ async fn assert_reads(g: &EdgeGroup, node: u64, acked: &BTreeMap<String, String>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_at_every_node_are_read_linearizably_at_every_node() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let g = EdgeGroup::start(dir.path(), 3, fast())
+    let g = EdgeGroup::start_ready(dir.path(), 3, fast())
         .await
         .expect("start");
-    g.wait_ready(&[1, 2, 3]).await.expect("ready");
     for round in 0..5 {
         for writer in [1, 2, 3] {
             let value = format!("v{round}-{writer}");
@@ -131,10 +130,9 @@ async fn writes_at_every_node_are_read_linearizably_at_every_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_kill_elects_a_new_leader_and_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut g = EdgeGroup::start(dir.path(), 3, fast())
+    let mut g = EdgeGroup::start_ready(dir.path(), 3, fast())
         .await
         .expect("start");
-    g.wait_ready(&[1, 2, 3]).await.expect("ready");
     let old = g.leader(&[1, 2, 3]).await.expect("leader");
     let mut acked = BTreeMap::new();
     for i in 0..30 {
@@ -164,10 +162,9 @@ async fn a_node_behind_the_purged_log_catches_up_by_snapshot() {
         log_entries_kept_after_snapshot: 5,
         ..fast()
     };
-    let mut g = EdgeGroup::start(dir.path(), 3, options)
+    let mut g = EdgeGroup::start_ready(dir.path(), 3, options)
         .await
         .expect("start");
-    g.wait_ready(&[1, 2, 3]).await.expect("ready");
     let leader = g.leader(&[1, 2, 3]).await.expect("leader");
     let lagging = [1, 2, 3]
         .into_iter()
@@ -196,10 +193,9 @@ async fn a_node_behind_the_purged_log_catches_up_by_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_group_kill9_keeps_every_acknowledged_write() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut g = EdgeGroup::start(dir.path(), 3, fast())
+    let mut g = EdgeGroup::start_ready(dir.path(), 3, fast())
         .await
         .expect("start");
-    g.wait_ready(&[1, 2, 3]).await.expect("ready");
     let mut writers = Vec::new();
     for w in 0..8u64 {
         let (http, urls) = (g.http.clone(), [g.url(1), g.url(2), g.url(3)]);
@@ -244,7 +240,7 @@ async fn full_group_kill9_keeps_every_acknowledged_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minority_serves_stale_reads_and_refuses_writes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let g = EdgeGroup::start(
+    let g = EdgeGroup::start_ready(
         dir.path(),
         3,
         GroupOptions {
@@ -254,7 +250,6 @@ async fn minority_serves_stale_reads_and_refuses_writes() {
     )
     .await
     .expect("start");
-    g.wait_ready(&[1, 2, 3]).await.expect("ready");
     let leader = g.leader(&[1, 2, 3]).await.expect("leader");
     assert_eq!(put(&g, leader, "k", "before", &[]).await.status, 200);
     let minority = [1, 2, 3]
@@ -312,10 +307,9 @@ async fn minority_serves_stale_reads_and_refuses_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compare_and_set_and_idempotent_retries() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let g = EdgeGroup::start(dir.path(), 3, fast())
+    let g = EdgeGroup::start_ready(dir.path(), 3, fast())
         .await
         .expect("start");
-    g.wait_ready(&[1, 2, 3]).await.expect("ready");
     let first = put(&g, 1, "cas", "one", &[]).await.json();
     let revision = first["revision"].as_u64().expect("revision");
     let stale = put(
@@ -394,10 +388,9 @@ async fn compare_and_set_and_idempotent_retries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn membership_grows_to_five_and_shrinks_to_three_under_writes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut g = EdgeGroup::start(dir.path(), 1, fast())
+    let mut g = EdgeGroup::start_ready(dir.path(), 1, fast())
         .await
         .expect("start");
-    g.wait_ready(&[1]).await.expect("ready");
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
     let stop = Arc::new(AtomicBool::new(false));
@@ -551,10 +544,9 @@ fn rogue_config(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_with_foreign_or_other_site_certificates_cannot_join_or_vote() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let g = EdgeGroup::start(&dir.path().join("good"), 3, fast())
+    let g = EdgeGroup::start_ready(&dir.path().join("good"), 3, fast())
         .await
         .expect("start");
-    g.wait_ready(&[1, 2, 3]).await.expect("ready");
     let leader = g.leader(&[1, 2, 3]).await.expect("leader");
     let term = g.status(leader).await.expect("status")["term"]
         .as_u64()
@@ -655,10 +647,9 @@ async fn nodes_with_foreign_or_other_site_certificates_cannot_join_or_vote() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_leadership_over_and_exits_cleanly() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut g = EdgeGroup::start(dir.path(), 3, fast())
+    let mut g = EdgeGroup::start_ready(dir.path(), 3, fast())
         .await
         .expect("start");
-    g.wait_ready(&[1, 2, 3]).await.expect("ready");
     let old = g.leader(&[1, 2, 3]).await.expect("leader");
     put_acked(&g, &[old], "before-stop", "v").await;
     let code = g.stop(old).await.expect("stop");
@@ -681,10 +672,9 @@ async fn sigterm_hands_leadership_over_and_exits_cleanly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_commands_and_their_exit_codes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let g = EdgeGroup::start(dir.path(), 1, fast())
+    let g = EdgeGroup::start_ready(dir.path(), 1, fast())
         .await
         .expect("start");
-    g.wait_ready(&[1]).await.expect("ready");
     let bin = openclaw_hil_tests::binary("openclaw-edge", "OPENCLAW_EDGE_BIN").expect("binary");
     let run = |args: &[&str]| {
         std::process::Command::new(&bin)
@@ -739,10 +729,9 @@ async fn operator_commands_and_their_exit_codes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_clear_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let g = EdgeGroup::start(dir.path(), 1, fast())
+    let g = EdgeGroup::start_ready(dir.path(), 1, fast())
         .await
         .expect("start");
-    g.wait_ready(&[1]).await.expect("ready");
     let url = g.url(1);
     let long_key = "k".repeat(1025);
     type Case<'a> = (

@@ -184,9 +184,9 @@ fn expire_idempotency(
     now_ms: u64,
 ) -> Result<(), StoreError> {
     let current_key = command.idempotency.as_ref().map(|i| i.key.as_bytes());
-    let mut removed = 0;
     meta.idem_expiry_floor_ms = u64::MAX;
-    for item in ks.idem_exp.iter() {
+    // `removed` counts the entries removed before this one: each earlier pass removed one.
+    for (removed, item) in ks.idem_exp.iter().enumerate() {
         let index_key = item.key()?;
         let expires_ms = read_u64("idempotency expiry", &index_key)?;
         let idem_key = &index_key[8..];
@@ -200,7 +200,6 @@ fn expire_idempotency(
             break;
         }
         batch.remove(&ks.idem_exp, index_key.clone());
-        removed += 1;
         if let Some(bytes) = ks.idem.get(idem_key)? {
             let record: IdemRecord = decode("idempotency record", &bytes)?;
             if record.expires_ms == expires_ms {
@@ -486,7 +485,7 @@ mod tests {
                 _ => state % 5_000,
             };
             let key = format!("k{}", state % 23);
-            let idem = (state % 3 != 0).then(|| format!("i{}", state % 31));
+            let idem = (!state.is_multiple_of(3)).then(|| format!("i{}", state % 31));
             let op = put(&key, &format!("v{i}"), None);
             always_scan.meta.idem_expiry_floor_ms = 0;
             let a = with_floor.apply(ms, idem.as_deref(), op.clone());
