@@ -49,7 +49,19 @@ pub const MAX_CONCURRENT_RPC_STREAMS: u32 = 1024;
 /// Encoded size of one log entry beyond its key and value (headers, ids, varints).
 pub const ENTRY_OVERHEAD_BYTES: usize = 512;
 
+/// Most events in one shipping batch (edge → hub).
+pub const MAX_SHIP_BATCH_EVENTS: usize = 4096;
+
+/// Largest shipping batch after decompression, in bytes: checked while decompressing, so a
+/// decompression bomb costs at most this much memory.
+pub const MAX_SHIP_BATCH_RAW_BYTES: usize = 8 * 1024 * 1024;
+
+/// zstd level of shipping batches: fast on gateway CPUs, most of the gain on JSON telemetry.
+pub const SHIP_ZSTD_LEVEL: i32 = 3;
+
 const _: () = assert!(MAX_KEY_BYTES + MAX_VALUE_BYTES + ENTRY_OVERHEAD_BYTES < MAX_FRAME_BYTES);
+const _: () =
+    assert!(MAX_KEY_BYTES + MAX_VALUE_BYTES + ENTRY_OVERHEAD_BYTES < MAX_SHIP_BATCH_RAW_BYTES);
 const _: () = assert!(MAX_HTTP_BODY_BYTES < MAX_FRAME_BYTES);
 const _: () = assert!(SNAPSHOT_CHUNK_BYTES < MAX_FRAME_BYTES);
 const _: () = assert!(DEFAULT_PAGE_ITEMS <= MAX_PAGE_ITEMS);
