@@ -241,7 +241,9 @@ async fn run(config_path: PathBuf) -> anyhow::Result<()> {
             })
             .await
     });
+    crate::supervise::start_leadership_metrics(node.clone());
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    crate::supervise::start_watchdog(node.clone());
     info!("serving");
     wait_for_signal().await?;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);

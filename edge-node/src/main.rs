@@ -6,6 +6,7 @@ mod config;
 mod metrics;
 mod node;
 mod rpc;
+mod supervise;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -9,6 +9,9 @@ pub struct EdgeMetrics {
     pub read_barrier_latency: Histogram,
     pub forwarded_writes: Counter,
     pub http_requests: Counter,
+    pub elections: Counter,
+    pub leader_changes: Counter,
+    pub commits: Counter,
 }
 
 pub static EDGE: EdgeMetrics = EdgeMetrics {
@@ -25,6 +28,18 @@ pub static EDGE: EdgeMetrics = EdgeMetrics {
         "Writes forwarded to the leader",
     ),
     http_requests: Counter::new("openclaw_http_requests_total", "Client API requests"),
+    elections: Counter::new(
+        "openclaw_raft_elections_total",
+        "Term changes seen by this node",
+    ),
+    leader_changes: Counter::new(
+        "openclaw_raft_leader_changes_total",
+        "Changes of the leader this node knows (including to none)",
+    ),
+    commits: Counter::new(
+        "openclaw_writes_committed_total",
+        "Client writes this node proposed or forwarded that were committed",
+    ),
 };
 
 /// The whole `/metrics` page.
@@ -36,6 +51,9 @@ pub fn render(node: &Node) -> String {
     EDGE.read_barrier_latency.render(&mut out);
     EDGE.forwarded_writes.render(&mut out);
     EDGE.http_requests.render(&mut out);
+    EDGE.elections.render(&mut out);
+    EDGE.leader_changes.render(&mut out);
+    EDGE.commits.render(&mut out);
     let m = node.raft_metrics();
     let is_leader = u8::from(m.current_leader == Some(node.id));
     let gauges: [(&str, &str, u64); 6] = [

@@ -290,6 +290,9 @@ impl Node {
         .await
         .unwrap_or(Err(OpError::WriteTimeout(timeout)));
         EDGE.write_latency.observe(started.elapsed());
+        if result.is_ok() {
+            EDGE.commits.inc();
+        }
         result
     }
 

@@ -58,6 +58,8 @@ pub struct GroupOptions {
     pub write_timeout: &'static str,
     /// Put a UDP relay in front of every node (needed to cut links).
     pub relays: bool,
+    /// Extra environment for every node process (e.g. systemd's NOTIFY_SOCKET).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for GroupOptions {
@@ -70,6 +72,7 @@ impl Default for GroupOptions {
             log_entries_kept_after_snapshot: 1_000,
             write_timeout: "5s",
             relays: false,
+            env: Vec::new(),
         }
     }
 }
@@ -238,6 +241,7 @@ impl EdgeGroup {
 
     fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
         let bin = self.bin.clone();
+        let env = self.options.env.clone();
         let node = self.node_mut(id)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -253,6 +257,7 @@ impl EdgeGroup {
             )
             .stdout(Stdio::null())
             .stderr(log)
+            .envs(env)
             .process_group(0)
             .spawn()
             .with_context(|| format!("starting node {id}"))?;

@@ -836,3 +836,51 @@ async fn bad_input_gets_clear_errors() {
     let status = g.status(1).await.expect("status");
     assert_eq!(status["applied_seq"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_notifications_ready_watchdog_stopping() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let options = GroupOptions {
+        env: vec![
+            ("NOTIFY_SOCKET".into(), socket_path.display().to_string()),
+            ("WATCHDOG_USEC".into(), "400000".into()),
+        ],
+        ..fast()
+    };
+    let mut g = EdgeGroup::start_ready(&dir.path().join("group"), 1, options)
+        .await
+        .expect("start");
+    let mut buf = [0u8; 512];
+    let mut next_message = || {
+        let n = socket
+            .recv(&mut buf)
+            .expect("a notification within the timeout");
+        String::from_utf8_lossy(&buf[..n]).trim_end().to_owned()
+    };
+    assert_eq!(
+        next_message(),
+        "READY=1",
+        "READY=1 first, once the node serves"
+    );
+    for _ in 0..3 {
+        assert_eq!(next_message(), "WATCHDOG=1", "pings while healthy");
+    }
+    assert_eq!(g.stop(1).await.expect("stop"), Some(0));
+    let mut rest = Vec::new();
+    while let Ok(n) = socket.recv(&mut buf) {
+        rest.push(String::from_utf8_lossy(&buf[..n]).trim_end().to_owned());
+        if rest.last().is_some_and(|m| m == "STOPPING=1") {
+            break;
+        }
+    }
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some("STOPPING=1"),
+        "{rest:?}"
+    );
+}
