@@ -2,6 +2,7 @@
 //! certificates, optionally behind the project's UDP relay, and drives them over HTTP.
 //! The lab binary, the cluster tests and the benchmarks all start topologies through it.
 
+pub mod checker;
 pub mod relay;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
