@@ -362,10 +362,23 @@ impl EdgeGroup {
         Ok(())
     }
 
+    /// Applies `faults` to every link of the group (each node's relay, both directions).
+    pub fn set_faults(&self, faults: relay::Faults) -> anyhow::Result<()> {
+        for node in &self.nodes {
+            node.relay
+                .as_ref()
+                .context("group started without relays")?
+                .control
+                .set_faults(faults);
+        }
+        Ok(())
+    }
+
     pub fn heal(&self) {
         for node in &self.nodes {
             if let Some(relay) = &node.relay {
                 relay.control.unblock_all();
+                relay.control.clear_faults();
             }
         }
     }

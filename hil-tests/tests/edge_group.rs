@@ -884,3 +884,50 @@ async fn systemd_notifications_ready_watchdog_stopping() {
         "{rest:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lossy_slow_duplicating_links_keep_writes_and_reads_correct() {
+    use openclaw_hil_tests::relay::Faults;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let g = EdgeGroup::start_ready(
+        dir.path(),
+        3,
+        GroupOptions {
+            relays: true,
+            ..fast()
+        },
+    )
+    .await
+    .expect("start");
+    g.set_faults(Faults {
+        loss: 0.05,
+        delay: Duration::from_millis(10),
+        jitter: Duration::from_millis(10),
+        duplicate: 0.02,
+        bandwidth_bytes_per_sec: 0,
+    })
+    .expect("faults");
+    let mut acked = BTreeMap::new();
+    for i in 0..40 {
+        let (key, value) = (format!("lossy/{}", i % 10), format!("v{i}"));
+        put_acked(&g, &[1, 2, 3], &key, &value).await;
+        acked.insert(key.clone(), value.clone());
+        // Every acknowledged write is what a linearizable read at any node returns next.
+        let node = 1 + (i % 3) as u64;
+        let r = get(&g, node, &key, "linearizable").await;
+        if r.status == 200 {
+            assert_eq!(
+                r.text(),
+                value,
+                "{key} at node {node} right after its write"
+            );
+        } else {
+            assert_eq!(r.status, 503, "{}", r.text());
+        }
+    }
+    g.heal();
+    for node in [1, 2, 3] {
+        wait_has_all(&g, node, &acked).await;
+        assert_reads(&g, node, &acked).await;
+    }
+}
