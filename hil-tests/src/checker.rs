@@ -50,16 +50,27 @@ pub struct Operation {
 }
 
 /// Applies `op` with `outcome` to `state`: the new state if the pair is possible there.
+///
+/// An unknown outcome takes effect where it can and is a no-op where it cannot: that is
+/// complete, because an operation that never happened may as well be placed last.
 fn step(state: &State, op: &Op, outcome: &Outcome) -> Option<State> {
+    if *outcome == Outcome::Unknown {
+        let happened = match op {
+            Op::Put { .. } => Outcome::Written,
+            Op::Cas { .. } | Op::Delete => Outcome::Flag(true),
+            Op::Get => return Some(state.clone()),
+        };
+        return Some(step(state, op, &happened).unwrap_or_else(|| state.clone()));
+    }
     match (op, outcome) {
-        (Op::Put { value }, Outcome::Written | Outcome::Unknown) => Some(Some(value.clone())),
-        (Op::Cas { expected, value }, Outcome::Flag(true) | Outcome::Unknown) => {
+        (Op::Put { value }, Outcome::Written) => Some(Some(value.clone())),
+        (Op::Cas { expected, value }, Outcome::Flag(true)) => {
             (state == expected).then(|| Some(value.clone()))
         }
         (Op::Cas { expected, .. }, Outcome::Flag(false)) => {
             (state != expected).then(|| state.clone())
         }
-        (Op::Delete, Outcome::Flag(true) | Outcome::Unknown) => state.is_some().then_some(None),
+        (Op::Delete, Outcome::Flag(true)) => state.is_some().then_some(None),
         (Op::Delete, Outcome::Flag(false)) => state.is_none().then_some(None),
         (Op::Get, Outcome::Read(seen)) => (seen == state).then(|| state.clone()),
         _ => None,
@@ -286,6 +297,48 @@ mod tests {
         // But it cannot take effect before it was invoked.
         let early = [get(Some("b"), 0, 1), put_unknown("b", 2)];
         assert_eq!(check(&early, None, STEPS), Verdict::Violation);
+    }
+
+    /// Regression (found by the fault rig): an unknown CAS whose expected value is gone by
+    /// the end of the history did not happen; that is not a violation.
+    #[test]
+    fn unknown_cas_that_cannot_apply_is_a_no_op() {
+        // The unknown CAS(a→b) fits nowhere with effect: before the read it hides "a", between
+        // the read and the CAS(a→c) it breaks that CAS, after it "a" is gone.
+        let h = [
+            put("a", 0, 1),
+            Operation {
+                op: Op::Cas {
+                    expected: Some("a".into()),
+                    value: "b".into(),
+                },
+                outcome: Outcome::Unknown,
+                call: 2,
+                ret: 0,
+            },
+            get(Some("a"), 10, 11),
+            Operation {
+                op: Op::Cas {
+                    expected: Some("a".into()),
+                    value: "c".into(),
+                },
+                outcome: Outcome::Flag(true),
+                call: 12,
+                ret: 13,
+            },
+        ];
+        assert_eq!(check(&h, None, STEPS), Verdict::Linearizable);
+        let unknown_delete = [
+            put("a", 0, 1),
+            Operation {
+                op: Op::Delete,
+                outcome: Outcome::Unknown,
+                call: 2,
+                ret: 0,
+            },
+            get(Some("a"), 10, 11),
+        ];
+        assert_eq!(check(&unknown_delete, None, STEPS), Verdict::Linearizable);
     }
 
     #[test]

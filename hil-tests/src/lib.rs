@@ -4,6 +4,7 @@
 
 pub mod checker;
 pub mod relay;
+pub mod rig;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;

@@ -1,0 +1,95 @@
+//! `openclaw-rig`: runs the fault rig against a fresh local edge group for a chosen time and
+//! prints a summary; exits 1 on any linearizability violation or divergence.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use openclaw_hil_tests::rig::{run, RigConfig};
+use openclaw_hil_tests::{EdgeGroup, GroupOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "openclaw-rig",
+    about = "Fault-injection run with a linearizability check"
+)]
+struct Args {
+    /// Seconds of workload and faults per run.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// Runs, each with a fresh group and seed = --seed + run number.
+    #[arg(long, default_value_t = 1)]
+    runs: u64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, default_value_t = 6)]
+    clients: usize,
+    #[arg(long, default_value_t = 4)]
+    keys: usize,
+    /// Seconds between fault starts.
+    #[arg(long, default_value_t = 4)]
+    fault_interval: u64,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let (mut operations, mut faults, mut violations, mut diverged) = (0, 0, 0, 0);
+    for n in 0..args.runs {
+        let seed = args.seed + n;
+        let Ok(dir) = tempfile::tempdir() else {
+            eprintln!("error: no temporary directory");
+            return ExitCode::from(1);
+        };
+        let options = GroupOptions {
+            relays: true,
+            heartbeat: "50ms",
+            election_timeout: "500ms",
+            write_timeout: "2s",
+            ..GroupOptions::default()
+        };
+        let config = RigConfig {
+            clients: args.clients,
+            keys: args.keys,
+            duration: Duration::from_secs(args.seconds),
+            fault_interval: Duration::from_secs(args.fault_interval),
+            seed,
+        };
+        let report = match EdgeGroup::start_ready(dir.path(), 3, options).await {
+            Ok(mut group) => run(&mut group, &config).await,
+            Err(e) => Err(e),
+        };
+        match report {
+            Ok(r) => {
+                println!(
+                    "run {n} seed {seed}: {} ops ({} unknown), {} faults, {} violations, converged {}",
+                    r.operations,
+                    r.unknown,
+                    r.faults.len(),
+                    r.violations,
+                    r.converged
+                );
+                for f in &r.faults {
+                    println!("  fault: {f}");
+                }
+                operations += r.operations;
+                faults += r.faults.len();
+                violations += r.violations;
+                diverged += usize::from(!r.converged);
+            }
+            Err(e) => {
+                eprintln!("run {n} seed {seed} failed: {e:#}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    println!(
+        "summary: {} runs, {operations} operations checked, {faults} faults, {violations} violations, {diverged} diverged",
+        args.runs
+    );
+    if violations + diverged == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

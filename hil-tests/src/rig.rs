@@ -1,0 +1,352 @@
+//! A small Jepsen-style rig: concurrent clients on a few keys record every invocation and
+//! completion (unknown outcomes as such) while a nemesis injects faults; at the end the
+//! group is healed, each key's history is checked for linearizability, and every replica must
+//! hold the same state.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use reqwest::Method;
+
+use crate::checker::{check, Op, Operation, Outcome, Verdict};
+use crate::relay::Faults;
+use crate::EdgeGroup;
+
+/// Search budget of the checker per key.
+const CHECK_STEPS: u64 = 5_000_000;
+/// How long the group may take to converge after the last fault is healed.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Debug)]
+pub struct RigConfig {
+    pub clients: usize,
+    pub keys: usize,
+    pub duration: Duration,
+    /// Time between fault starts; each fault lasts about half of it.
+    pub fault_interval: Duration,
+    pub seed: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct RigReport {
+    pub operations: usize,
+    pub unknown: usize,
+    pub faults: Vec<String>,
+    pub verdicts: BTreeMap<String, String>,
+    pub violations: usize,
+    pub converged: bool,
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % bound.max(1)
+    }
+}
+
+type History = Arc<Mutex<BTreeMap<String, Vec<Operation>>>>;
+
+/// One client's loop: random operations on random keys at random nodes.
+async fn client(
+    id: usize,
+    urls: Vec<String>,
+    keys: usize,
+    seed: u64,
+    started: Instant,
+    stop: Arc<AtomicBool>,
+    history: History,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_default();
+    let mut rng = Rng(seed | 1);
+    let mut counter = 0u64;
+    let now = || started.elapsed().as_micros() as u64;
+    while !stop.load(Ordering::Relaxed) {
+        counter += 1;
+        let key = format!("rig/{}", rng.next(keys as u64));
+        let url = format!("{}/v1/kv/{key}", urls[rng.next(urls.len() as u64) as usize]);
+        let value = format!("c{id}-{counter}");
+        let kind = rng.next(10);
+        let call = now();
+        let (op, outcome) = match kind {
+            0..=3 => {
+                let r = http.put(&url).body(value.clone()).send().await;
+                (
+                    Op::Put { value },
+                    write_outcome(r, |_| Outcome::Written).await,
+                )
+            }
+            4 => {
+                let r = http.delete(&url).send().await;
+                (
+                    Op::Delete,
+                    write_outcome(r, |s| Outcome::Flag(s == 200)).await,
+                )
+            }
+            5 | 6 => {
+                // Read, then compare-and-set on what was read (values are unique, so the
+                // revision read names the value read).
+                let Ok(read) = http.get(&url).send().await else {
+                    continue;
+                };
+                let status = read.status().as_u16();
+                let revision = read
+                    .headers()
+                    .get("x-revision")
+                    .and_then(|v| v.to_str().ok())
+                    .map(String::from);
+                let Ok(body) = read.text().await else {
+                    continue;
+                };
+                let (expected, if_match) = match (status, revision) {
+                    (200, Some(rev)) => (Some(body), rev),
+                    (404, _) => (None, "0".to_string()),
+                    _ => continue,
+                };
+                let call = now();
+                let r = http
+                    .put(&url)
+                    .header("If-Match", if_match)
+                    .body(value.clone())
+                    .send()
+                    .await;
+                if let Some(outcome) = write_outcome(r, |s| Outcome::Flag(s == 200)).await {
+                    let op = Op::Cas { expected, value };
+                    record(
+                        &history,
+                        key,
+                        Operation {
+                            op,
+                            outcome,
+                            call,
+                            ret: now(),
+                        },
+                    );
+                }
+                continue;
+            }
+            _ => {
+                let r = http.get(&url).send().await;
+                let outcome = match r {
+                    Ok(resp) if resp.status() == 200 => match resp.text().await {
+                        Ok(text) => Outcome::Read(Some(text)),
+                        Err(_) => continue,
+                    },
+                    Ok(resp) if resp.status() == 404 => Outcome::Read(None),
+                    _ => continue, // a failed read says nothing
+                };
+                (Op::Get, Some(outcome))
+            }
+        };
+        if let Some(outcome) = outcome {
+            record(
+                &history,
+                key,
+                Operation {
+                    op,
+                    outcome,
+                    call,
+                    ret: now(),
+                },
+            );
+        }
+    }
+}
+
+/// Maps a write's HTTP result to an outcome; `None` when the request provably never left.
+async fn write_outcome(
+    result: Result<reqwest::Response, reqwest::Error>,
+    ok: impl Fn(u16) -> Outcome,
+) -> Option<Outcome> {
+    match result {
+        Err(e) if e.is_connect() => None,
+        Err(_) => Some(Outcome::Unknown),
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let _ = resp.bytes().await;
+            match status {
+                200 | 404 | 412 => Some(ok(status)),
+                _ => Some(Outcome::Unknown), // 503: may or may not have been applied
+            }
+        }
+    }
+}
+
+fn record(history: &History, key: String, operation: Operation) {
+    history
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(key)
+        .or_default()
+        .push(operation);
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = std::process::Command::new("kill")
+        .arg(sig)
+        .arg(pid.to_string())
+        .status();
+}
+
+/// The applied seq every node reports, if they all report the same.
+async fn common_applied_seq(group: &EdgeGroup, ids: &[u64]) -> Option<u64> {
+    let mut seqs = Vec::new();
+    for &id in ids {
+        seqs.push(group.status(id).await.ok()?["applied_seq"].as_u64()?);
+    }
+    let first = *seqs.first()?;
+    seqs.iter().all(|s| *s == first).then_some(first)
+}
+
+/// Runs the workload and the nemesis on `group` (started with relays), then checks.
+pub async fn run(group: &mut EdgeGroup, config: &RigConfig) -> anyhow::Result<RigReport> {
+    let ids = group.ids();
+    let urls: Vec<String> = ids.iter().map(|id| group.url(*id)).collect();
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let history: History = Arc::default();
+    let mut clients = Vec::new();
+    for c in 0..config.clients {
+        clients.push(tokio::spawn(client(
+            c,
+            urls.clone(),
+            config.keys,
+            config.seed.wrapping_add(c as u64 * 7919),
+            started,
+            stop.clone(),
+            history.clone(),
+        )));
+    }
+    let mut report = RigReport::default();
+    let mut rng = Rng(config.seed | 1);
+    let half = config.fault_interval / 2;
+    // Fault kinds rotate (from a seed-chosen start) so even a short run sees each of them;
+    // victims are drawn at random.
+    let mut kind = config.seed;
+    while started.elapsed() + config.fault_interval <= config.duration {
+        tokio::time::sleep(half).await;
+        let victim = ids[rng.next(ids.len() as u64) as usize];
+        kind += 1;
+        let fault = match kind % 4 {
+            0 => {
+                let rest: Vec<u64> = ids.iter().copied().filter(|i| *i != victim).collect();
+                group.partition(&[victim], &rest)?;
+                tokio::time::sleep(half).await;
+                group.heal();
+                format!("partition node {victim} from {rest:?}")
+            }
+            1 => {
+                let leader = group.leader(&ids).await.unwrap_or(victim);
+                group.kill9(leader)?;
+                tokio::time::sleep(half).await;
+                group.restart(leader)?;
+                format!("kill -9 leader {leader}, restart")
+            }
+            2 => {
+                let pid = group.node(victim)?.pid().context("no pid")?;
+                signal(pid, "-STOP");
+                tokio::time::sleep(half).await;
+                signal(pid, "-CONT");
+                format!("pause node {victim}")
+            }
+            _ => {
+                group.set_faults(Faults {
+                    loss: 0.1,
+                    delay: Duration::from_millis(20),
+                    jitter: Duration::from_millis(20),
+                    duplicate: 0.05,
+                    bandwidth_bytes_per_sec: 0,
+                })?;
+                tokio::time::sleep(half).await;
+                group.heal();
+                "10% loss, 20±20 ms, 5% duplication on every link".to_string()
+            }
+        };
+        report.faults.push(fault);
+    }
+    let remaining = config.duration.saturating_sub(started.elapsed());
+    tokio::time::sleep(remaining).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        let _ = c.await;
+    }
+    group.heal();
+
+    // Convergence: every replica reaches the same applied seq and the same values.
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    let converged_seq = loop {
+        if let Some(seq) = common_applied_seq(group, &ids).await {
+            break Some(seq);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        tokio::time::sleep(crate::POLL).await;
+    };
+    let converged = converged_seq.is_some_and(|s| s > 0);
+    let mut same_values = converged;
+    if converged {
+        for k in 0..config.keys {
+            let mut seen = Vec::new();
+            for &id in &ids {
+                let url = format!("{}/v1/kv/rig/{k}?consistency=stale", group.url(id));
+                let a = crate::request(&group.http, Method::GET, &url, &[], None).await?;
+                seen.push((a.status, a.body));
+            }
+            same_values &= seen.windows(2).all(|w| w[0] == w[1]);
+        }
+    }
+    report.converged = same_values;
+
+    let history = std::mem::take(&mut *history.lock().unwrap_or_else(|p| p.into_inner()));
+    for (key, ops) in history {
+        report.operations += ops.len();
+        report.unknown += ops.iter().filter(|o| o.outcome == Outcome::Unknown).count();
+        let verdict = check(&ops, None, CHECK_STEPS);
+        if verdict == Verdict::Violation {
+            report.violations += 1;
+            // Outside the group's (temporary) directory, so it outlives the test.
+            let out = std::env::temp_dir().join("openclaw-rig");
+            let _ = std::fs::create_dir_all(&out);
+            let path = out.join(format!(
+                "violation-{}-{}.txt",
+                config.seed,
+                key.replace('/', "_")
+            ));
+            let mut sorted = ops.clone();
+            sorted.sort_by_key(|o| o.call);
+            // The shortest violating prefix (by invocation) points at the anomaly.
+            let (mut good, mut bad) = (0, sorted.len());
+            while bad - good > 1 {
+                let mid = (good + bad) / 2;
+                match check(&sorted[..mid], None, CHECK_STEPS) {
+                    Verdict::Violation => bad = mid,
+                    _ => good = mid,
+                }
+            }
+            let mut text = format!("shortest violating prefix: {bad} operations; its last 40:\n");
+            for o in &sorted[bad.saturating_sub(40)..bad] {
+                text.push_str(&format!("{o:?}\n"));
+            }
+            text.push_str("\nwhole history:\n");
+            text.extend(sorted.iter().map(|o| format!("{o:?}\n")));
+            let _ = std::fs::write(&path, text);
+            report
+                .faults
+                .push(format!("violating history written to {}", path.display()));
+        }
+        report
+            .verdicts
+            .insert(key, format!("{verdict:?} ({} ops)", ops.len()));
+    }
+    Ok(report)
+}
