@@ -7,7 +7,6 @@ pub mod relay;
 pub mod rig;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -257,10 +256,9 @@ impl EdgeGroup {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
-            .stdout(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
             .stderr(log)
             .envs(env)
-            .process_group(0)
             .spawn()
             .with_context(|| format!("starting node {id}"))?;
         node.child = Some(child);
@@ -331,6 +329,43 @@ impl EdgeGroup {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// SIGTERMs every running node at once, waits for them all under one
+    /// [`STOP_TIMEOUT`], and kills -9 those still running then. Returns the nodes that had
+    /// to be killed (empty when every node exited on its own).
+    pub async fn stop_all(&mut self) -> anyhow::Result<Vec<u64>> {
+        let mut stopping = Vec::new();
+        for node in &mut self.nodes {
+            if let Some(child) = node.child.take() {
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(child.id().to_string())
+                    .status();
+                stopping.push((node.id, child));
+            }
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            let mut still = Vec::new();
+            for (id, mut child) in stopping {
+                if child.try_wait()?.is_none() {
+                    still.push((id, child));
+                }
+            }
+            stopping = still;
+            if stopping.is_empty() {
+                return Ok(Vec::new());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        let mut killed = Vec::new();
+        for (id, mut child) in stopping {
+            child.kill()?;
+            child.wait()?;
+            killed.push(id);
+        }
+        Ok(killed)
     }
 
     /// Starts a stopped node again from its directory and config.

@@ -24,6 +24,9 @@ const MAX_DATAGRAM_BYTES: usize = 65_536;
 const MAX_UPSTREAMS: usize = 64;
 /// Longest delay a fault may add; bounds the datagrams held in flight.
 pub const MAX_DELAY: Duration = Duration::from_secs(5);
+/// An upstream socket that receives nothing from the node for this long is closed (its
+/// task ends); the next datagram from that client opens a fresh one.
+const UPSTREAM_IDLE: Duration = Duration::from_secs(120);
 
 /// Damage applied to datagrams in one direction.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -82,6 +85,12 @@ impl RelayControl {
     /// Cuts only node → `ip`.
     pub fn block_outbound(&self, ip: IpAddr) {
         self.lock().blocked_out.insert(ip);
+    }
+    /// Restores both directions between `ip` and this relay's node.
+    pub fn unblock(&self, ip: IpAddr) {
+        let mut s = self.lock();
+        s.blocked_in.remove(&ip);
+        s.blocked_out.remove(&ip);
     }
     pub fn unblock_all(&self) {
         let mut s = self.lock();
@@ -156,6 +165,21 @@ pub struct Relay {
 
 impl Drop for Relay {
     fn drop(&mut self) {
+        // Aborting the front task drops its upstream table, whose guards abort every
+        // upstream task in turn.
+        self.task.abort();
+    }
+}
+
+/// One client's upstream socket and the task relaying the node's replies back; the task is
+/// aborted when this is dropped (a plain `JoinHandle` would only detach it).
+struct Upstream {
+    socket: Arc<UdpSocket>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
         self.task.abort();
     }
 }
@@ -188,19 +212,20 @@ impl Relay {
         );
         let ctl = control.clone();
         let task = tokio::spawn(async move {
-            let mut upstreams: HashMap<SocketAddr, (Arc<UdpSocket>, JoinHandle<()>)> =
-                HashMap::new();
+            let mut upstreams: HashMap<SocketAddr, Upstream> = HashMap::new();
             let mut buf = vec![0u8; MAX_DATAGRAM_BYTES];
             loop {
                 let Ok((n, source)) = front.recv_from(&mut buf).await else {
                     return;
                 };
+                if upstreams.get(&source).is_some_and(|u| u.task.is_finished()) {
+                    upstreams.remove(&source); // idle-closed: open a fresh one below
+                }
                 if !upstreams.contains_key(&source) {
                     if upstreams.len() >= MAX_UPSTREAMS {
+                        // Evict one (dropping it aborts its task).
                         if let Some(k) = upstreams.keys().next().copied() {
-                            if let Some((_, t)) = upstreams.remove(&k) {
-                                t.abort();
-                            }
+                            upstreams.remove(&k);
                         }
                     }
                     let Ok(up) = UdpSocket::bind("127.0.0.1:0").await else {
@@ -208,19 +233,21 @@ impl Relay {
                     };
                     let up = Arc::new(up);
                     let (back, up2, ctl2) = (front.clone(), up.clone(), ctl.clone());
-                    let t = tokio::spawn(async move {
+                    let task = tokio::spawn(async move {
                         let mut buf = vec![0u8; MAX_DATAGRAM_BYTES];
-                        while let Ok((n, _)) = up2.recv_from(&mut buf).await {
+                        while let Ok(Ok((n, _))) =
+                            tokio::time::timeout(UPSTREAM_IDLE, up2.recv_from(&mut buf)).await
+                        {
                             if let Some(delays) = ctl2.plan(Direction::ToClient, source.ip(), n) {
                                 deliver(&back, &buf[..n], source, delays).await;
                             }
                         }
                     });
-                    upstreams.insert(source, (up, t));
+                    upstreams.insert(source, Upstream { socket: up, task });
                 }
                 if let Some(delays) = ctl.plan(Direction::ToNode, source.ip(), n) {
-                    if let Some((up, _)) = upstreams.get(&source) {
-                        deliver(up, &buf[..n], target, delays).await;
+                    if let Some(up) = upstreams.get(&source) {
+                        deliver(&up.socket, &buf[..n], target, delays).await;
                     }
                 }
             }
@@ -323,6 +350,50 @@ mod tests {
         let jittered = round_trip(&relay, 200, Duration::from_millis(300)).await;
         assert_eq!(jittered.len(), 200);
         assert!(jittered.windows(2).any(|w| w[0] > w[1]), "jitter reorders");
+    }
+
+    #[tokio::test]
+    async fn block_and_unblock_one_source() {
+        let relay = Relay::start("127.0.0.1:0".parse().expect("addr"), echo_server().await)
+            .await
+            .expect("relay");
+        let me: IpAddr = "127.0.0.1".parse().expect("ip");
+        relay.control.block(me);
+        assert!(round_trip(&relay, 10, Duration::from_millis(200))
+            .await
+            .is_empty());
+        relay.control.unblock(me);
+        assert_eq!(
+            round_trip(&relay, 10, Duration::from_millis(200))
+                .await
+                .len(),
+            10
+        );
+    }
+
+    #[tokio::test]
+    async fn dropping_the_relay_stops_every_task_and_frees_its_port() {
+        let relay = Relay::start("127.0.0.1:0".parse().expect("addr"), echo_server().await)
+            .await
+            .expect("relay");
+        assert_eq!(
+            round_trip(&relay, 5, Duration::from_millis(200))
+                .await
+                .len(),
+            5
+        );
+        let listen = relay.listen;
+        drop(relay);
+        // The upstream task held the front socket too: the port is free only once every
+        // task is gone.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while UdpSocket::bind(listen).await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "relay port {listen} still bound after drop"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     #[tokio::test]

@@ -466,6 +466,22 @@ async fn membership_grows_to_five_and_shrinks_to_three_under_writes() {
         .await
         .expect("add");
         assert_eq!(add.status, 200, "add {id}: {}", add.text());
+        let listed = request(
+            &g.http,
+            Method::GET,
+            &format!("{}/v1/members", g.url(1)),
+            &[],
+            None,
+        )
+        .await
+        .expect("list members")
+        .json();
+        assert!(
+            listed["learners"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|v| v.as_u64() == Some(id))),
+            "node {id} is a learner after the add: {listed}"
+        );
         let promote = request(
             &g.http,
             Method::POST,
@@ -490,6 +506,7 @@ async fn membership_grows_to_five_and_shrinks_to_three_under_writes() {
         .await
         .expect("remove");
         assert_eq!(remove.status, 200, "remove {id}: {}", remove.text());
+        assert_eq!(members(&g).await, (1..id).collect::<Vec<_>>());
         g.stop(id).await.expect("stop removed node");
         writes_continue().await;
     }
@@ -501,14 +518,15 @@ async fn membership_grows_to_five_and_shrinks_to_three_under_writes() {
     }
 }
 
-/// Writes a config for a rogue node that claims membership of the good group.
+/// Writes a config for a rogue node that claims membership of the good group; returns the
+/// config's path and the rogue's HTTP URL.
 fn rogue_config(
     g: &EdgeGroup,
     dir: &std::path::Path,
     id: u64,
     site: &str,
     certs: &std::path::Path,
-) -> std::path::PathBuf {
+) -> (std::path::PathBuf, String) {
     let port = std::net::UdpSocket::bind(("127.0.0.1", 0))
         .expect("port")
         .local_addr()
@@ -538,7 +556,19 @@ fn rogue_config(
     text.push_str(&format!("[[cluster.members]]\nid = {id}\nraft = \"127.0.0.{}:{port}\"\nhttp = \"http://127.0.0.1:{http}\"\n", 10 + id));
     let path = dir.join(format!("rogue-{id}.toml"));
     std::fs::write(&path, text).expect("write config");
-    path
+    (path, format!("http://127.0.0.1:{http}"))
+}
+
+/// Rogue processes, killed when the test ends, also when it fails.
+struct Rogues(Vec<std::process::Child>);
+
+impl Drop for Rogues {
+    fn drop(&mut self) {
+        for rogue in &mut self.0 {
+            let _ = rogue.kill();
+            let _ = rogue.wait();
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -563,12 +593,15 @@ async fn nodes_with_foreign_or_other_site_certificates_cannot_join_or_vote() {
     };
     let bin = openclaw_hil_tests::binary("openclaw-edge", "OPENCLAW_EDGE_BIN").expect("binary");
     let certs = |args: &[&str]| {
-        let ok = std::process::Command::new(&bin)
+        let out = std::process::Command::new(&bin)
             .args(args)
-            .status()
-            .expect("certs")
-            .success();
-        assert!(ok, "{args:?}");
+            .output()
+            .expect("certs");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     // Rogue 4: its own CA. Rogue 5: the real CA, but a certificate for another site.
     let foreign = dir.path().join("foreign-ca");
@@ -594,14 +627,16 @@ async fn nodes_with_foreign_or_other_site_certificates_cannot_join_or_vote() {
         "--id",
         "5",
     ]);
-    let mut rogues = Vec::new();
+    let mut rogues = Rogues(Vec::new());
+    let mut rogue_urls = Vec::new();
     for (id, site, certs) in [
         (4, "site-1", foreign.clone()),
         (5, "site-2", good_certs.clone()),
     ] {
-        let config = rogue_config(&g, dir.path(), id, site, &certs);
+        let (config, url) = rogue_config(&g, dir.path(), id, site, &certs);
+        rogue_urls.push((id, url));
         let log = std::fs::File::create(dir.path().join(format!("rogue-{id}.log"))).expect("log");
-        rogues.push(
+        rogues.0.push(
             std::process::Command::new(&bin)
                 .args(["run", "--config"])
                 .arg(config)
@@ -623,7 +658,9 @@ async fn nodes_with_foreign_or_other_site_certificates_cannot_join_or_vote() {
     })
     .await
     .expect("rogue connections refused");
-    // Over many rogue election timeouts the good group keeps its leader and term.
+    // Over many rogue election timeouts the good group keeps its leader and term, and no
+    // rogue learns of the good group's leader (it never got a message through).
+    let mut rogue_answers = BTreeMap::new();
     let watch_until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < watch_until {
         for id in [1, 2, 3] {
@@ -636,12 +673,35 @@ async fn nodes_with_foreign_or_other_site_certificates_cannot_join_or_vote() {
             assert_eq!(s["leader_id"].as_u64(), Some(leader));
             assert_eq!(s["members"], serde_json::json!([1, 2, 3]));
         }
+        for (id, url) in &rogue_urls {
+            // A rogue may not serve yet; only answers are checked (and at least one is
+            // required below).
+            let Ok(answer) =
+                request(&g.http, Method::GET, &format!("{url}/v1/status"), &[], None).await
+            else {
+                continue;
+            };
+            if answer.status != 200 {
+                continue;
+            }
+            let s = answer.json();
+            assert_ne!(
+                s["leader_id"].as_u64(),
+                Some(leader),
+                "rogue {id} sees the good group's leader: {s}"
+            );
+            assert_ne!(s["role"], "leader", "rogue {id} became a leader: {s}");
+            *rogue_answers.entry(*id).or_insert(0) += 1;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for mut rogue in rogues {
-        let _ = rogue.kill();
-        let _ = rogue.wait();
+    for (id, _) in &rogue_urls {
+        assert!(
+            rogue_answers.get(id).copied().unwrap_or(0) > 0,
+            "rogue {id} never answered /v1/status (see rogue-{id}.log)"
+        );
     }
+    drop(rogues);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -251,14 +251,25 @@ struct Process {
     child: Child,
 }
 
+/// How long a lab (or etcd) may take to stop after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
 impl Drop for Process {
     fn drop(&mut self) {
+        // SIGTERM and wait, so the lab stops its nodes; kill_on_drop is only the fallback
+        // (a SIGKILLed lab would leave its nodes running).
         if let Some(pid) = self.child.id() {
-            // SIGTERM lets the lab stop its nodes; kill_on_drop is the fallback.
             let _ = std::process::Command::new("kill")
                 .arg("-TERM")
                 .arg(pid.to_string())
                 .status();
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while Instant::now() < deadline {
+                if !matches!(self.child.try_wait(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use openclaw_hil_tests::{EdgeGroup, GroupOptions};
 
@@ -45,6 +45,10 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    if let Err(message) = check_usage(&cli.command) {
+        eprintln!("error: {message}\n\nFor more information, try '--help'.");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -61,22 +65,36 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: LabCommand) -> anyhow::Result<()> {
+/// Values clap accepts but this lab cannot run yet: usage errors (exit 2).
+fn check_usage(command: &LabCommand) -> Result<(), String> {
     let LabCommand::Up {
         edge_nodes,
         sites,
         hub_nodes,
-        dir,
+        ..
     } = command;
-    if sites != 1 {
-        bail!("--sites {sites}: only one site is supported until the hub exists");
+    if *sites != 1 {
+        return Err(format!(
+            "--sites {sites}: only one site is supported until the hub exists"
+        ));
     }
-    if hub_nodes != 0 {
-        bail!("--hub-nodes {hub_nodes}: the hub is not implemented yet");
+    if *hub_nodes != 0 {
+        return Err(format!(
+            "--hub-nodes {hub_nodes}: the hub is not implemented yet"
+        ));
     }
-    if !(1..=7).contains(&edge_nodes) {
-        bail!("--edge-nodes {edge_nodes}: a group has 1 to 7 nodes");
+    if !(1..=7).contains(edge_nodes) {
+        return Err(format!(
+            "--edge-nodes {edge_nodes}: a group has 1 to 7 nodes"
+        ));
     }
+    Ok(())
+}
+
+async fn run(command: LabCommand) -> anyhow::Result<()> {
+    let LabCommand::Up {
+        edge_nodes, dir, ..
+    } = command;
     let dir = std::path::absolute(&dir).context("resolving --dir")?;
     let mut group =
         EdgeGroup::start(&dir.join("site-1"), edge_nodes, GroupOptions::default()).await?;
@@ -108,10 +126,13 @@ async fn run(command: LabCommand) -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     println!("stopping");
-    for id in group.ids() {
-        if let Err(e) = group.stop(id).await {
-            eprintln!("warning: {e:#}");
-        }
+    match group.stop_all().await {
+        Ok(killed) if killed.is_empty() => {}
+        Ok(killed) => eprintln!(
+            "warning: node(s) {killed:?} did not exit within {:?} of SIGTERM and were killed",
+            openclaw_hil_tests::STOP_TIMEOUT
+        ),
+        Err(e) => eprintln!("warning: stopping the nodes: {e:#}"),
     }
     let _ = std::fs::remove_file(&path);
     Ok(())
