@@ -179,8 +179,9 @@ pub fn check(history: &[Operation], initial: State, max_steps: u64) -> Verdict {
         if only_unknown_calls {
             return Verdict::Linearizable;
         }
-        if cursor == usize::MAX {
-            // Only unknown calls lay ahead of the cursor and none could go next: backtrack.
+        // At the end of the list (only unknown calls lay ahead and none could go next), or at
+        // a return whose operation is not linearized yet: undo the last choice.
+        if cursor == usize::MAX || !events[cursor].is_call {
             let Some((op, previous)) = stack.pop() else {
                 return Verdict::Violation;
             };
@@ -192,7 +193,7 @@ pub fn check(history: &[Operation], initial: State, max_steps: u64) -> Verdict {
             continue;
         }
         let e = events[cursor];
-        if e.is_call {
+        {
             let o = ops[e.op];
             if let Some(new_state) = step(&state, &o.op, &o.outcome) {
                 let mut bits = linearized.clone();
@@ -208,16 +209,6 @@ pub fn check(history: &[Operation], initial: State, max_steps: u64) -> Verdict {
                 }
             }
             cursor = next[cursor];
-        } else {
-            // A return whose operation was not linearized yet: undo the last choice.
-            let Some((op, previous)) = stack.pop() else {
-                return Verdict::Violation;
-            };
-            relink(&mut next, &mut prev, ret_of[op]);
-            relink(&mut next, &mut prev, call_of[op]);
-            linearized[op / 64] &= !(1 << (op % 64));
-            state = previous;
-            cursor = next[call_of[op]];
         }
     }
 }

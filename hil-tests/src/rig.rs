@@ -76,7 +76,7 @@ async fn client(
         let url = format!("{}/v1/kv/{key}", urls[rng.next(urls.len() as u64) as usize]);
         let value = format!("c{id}-{counter}");
         let kind = rng.next(10);
-        let call = now();
+        let mut call = now();
         let (op, outcome) = match kind {
             0..=3 => {
                 let r = http.put(&url).body(value.clone()).send().await;
@@ -112,27 +112,15 @@ async fn client(
                     (404, _) => (None, "0".to_string()),
                     _ => continue,
                 };
-                let call = now();
+                call = now(); // the CAS itself starts here, after its read
                 let r = http
                     .put(&url)
                     .header("If-Match", if_match)
                     .body(value.clone())
                     .send()
                     .await;
-                if let Some(outcome) = write_outcome(r, |s| Outcome::Flag(s == 200)).await {
-                    let op = Op::Cas { expected, value };
-                    record(
-                        &history,
-                        key,
-                        Operation {
-                            op,
-                            outcome,
-                            call,
-                            ret: now(),
-                        },
-                    );
-                }
-                continue;
+                let outcome = write_outcome(r, |s| Outcome::Flag(s == 200)).await;
+                (Op::Cas { expected, value }, outcome)
             }
             _ => {
                 let r = http.get(&url).send().await;
@@ -148,6 +136,7 @@ async fn client(
             }
         };
         if let Some(outcome) = outcome {
+            let ret = now();
             record(
                 &history,
                 key,
@@ -155,7 +144,7 @@ async fn client(
                     op,
                     outcome,
                     call,
-                    ret: now(),
+                    ret,
                 },
             );
         }
@@ -205,6 +194,17 @@ async fn common_applied_seq(group: &EdgeGroup, ids: &[u64]) -> Option<u64> {
     }
     let first = *seqs.first()?;
     seqs.iter().all(|s| *s == first).then_some(first)
+}
+
+/// Timing of a group under the rig: fast elections, short write deadlines, relays on.
+pub fn group_options() -> crate::GroupOptions {
+    crate::GroupOptions {
+        relays: true,
+        heartbeat: "50ms",
+        election_timeout: "500ms",
+        write_timeout: "2s",
+        ..crate::GroupOptions::default()
+    }
 }
 
 /// Runs the workload and the nemesis on `group` (started with relays), then checks.

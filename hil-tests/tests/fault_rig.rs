@@ -4,19 +4,13 @@
 
 use std::time::Duration;
 
-use openclaw_hil_tests::rig::{run, RigConfig};
-use openclaw_hil_tests::{EdgeGroup, GroupOptions};
+use openclaw_hil_tests::rig::{group_options, run, RigConfig};
+use openclaw_hil_tests::EdgeGroup;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_fault_run_finds_no_violation() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let options = GroupOptions {
-        relays: true,
-        heartbeat: "50ms",
-        election_timeout: "500ms",
-        write_timeout: "2s",
-        ..GroupOptions::default()
-    };
+    let options = group_options();
     let mut group = EdgeGroup::start_ready(dir.path(), 3, options)
         .await
         .expect("start");

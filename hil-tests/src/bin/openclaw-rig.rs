@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use openclaw_hil_tests::rig::{run, RigConfig};
-use openclaw_hil_tests::{EdgeGroup, GroupOptions};
+use openclaw_hil_tests::rig::{group_options, run, RigConfig};
+use openclaw_hil_tests::EdgeGroup;
 
 #[derive(Parser)]
 #[command(
@@ -41,13 +41,7 @@ async fn main() -> ExitCode {
             eprintln!("error: no temporary directory");
             return ExitCode::from(1);
         };
-        let options = GroupOptions {
-            relays: true,
-            heartbeat: "50ms",
-            election_timeout: "500ms",
-            write_timeout: "2s",
-            ..GroupOptions::default()
-        };
+        let options = group_options();
         let config = RigConfig {
             clients: args.clients,
             keys: args.keys,
