@@ -91,6 +91,15 @@ async fn wait_has_all(g: &EdgeGroup, node: u64, expected: &BTreeMap<String, Stri
     }
 }
 
+/// A started group of `n` nodes, every node serving; the directory lives as long as the guard.
+async fn group(n: u64, options: GroupOptions) -> (tempfile::TempDir, EdgeGroup) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let g = EdgeGroup::start_ready(dir.path(), n, options)
+        .await
+        .expect("start");
+    (dir, g)
+}
+
 /// Asserts a linearizable read at `node` returns every acknowledged pair.
 async fn assert_reads(g: &EdgeGroup, node: u64, acked: &BTreeMap<String, String>) {
     for (key, value) in acked {
@@ -105,10 +114,7 @@ async fn assert_reads(g: &EdgeGroup, node: u64, acked: &BTreeMap<String, String>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_at_every_node_are_read_linearizably_at_every_node() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let g = EdgeGroup::start_ready(dir.path(), 3, fast())
-        .await
-        .expect("start");
+    let (_dir, g) = group(3, fast()).await;
     for round in 0..5 {
         for writer in [1, 2, 3] {
             let value = format!("v{round}-{writer}");
@@ -129,10 +135,7 @@ async fn writes_at_every_node_are_read_linearizably_at_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_kill_elects_a_new_leader_and_loses_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut g = EdgeGroup::start_ready(dir.path(), 3, fast())
-        .await
-        .expect("start");
+    let (_dir, mut g) = group(3, fast()).await;
     let old = g.leader(&[1, 2, 3]).await.expect("leader");
     let mut acked = BTreeMap::new();
     for i in 0..30 {
@@ -192,10 +195,7 @@ async fn a_node_behind_the_purged_log_catches_up_by_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_group_kill9_keeps_every_acknowledged_write() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut g = EdgeGroup::start_ready(dir.path(), 3, fast())
-        .await
-        .expect("start");
+    let (_dir, mut g) = group(3, fast()).await;
     let mut writers = Vec::new();
     for w in 0..8u64 {
         let (http, urls) = (g.http.clone(), [g.url(1), g.url(2), g.url(3)]);
@@ -239,17 +239,14 @@ async fn full_group_kill9_keeps_every_acknowledged_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minority_serves_stale_reads_and_refuses_writes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let g = EdgeGroup::start_ready(
-        dir.path(),
+    let (_dir, g) = group(
         3,
         GroupOptions {
             relays: true,
             ..fast()
         },
     )
-    .await
-    .expect("start");
+    .await;
     let leader = g.leader(&[1, 2, 3]).await.expect("leader");
     assert_eq!(put(&g, leader, "k", "before", &[]).await.status, 200);
     let minority = [1, 2, 3]
@@ -306,10 +303,7 @@ async fn minority_serves_stale_reads_and_refuses_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compare_and_set_and_idempotent_retries() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let g = EdgeGroup::start_ready(dir.path(), 3, fast())
-        .await
-        .expect("start");
+    let (_dir, g) = group(3, fast()).await;
     let first = put(&g, 1, "cas", "one", &[]).await.json();
     let revision = first["revision"].as_u64().expect("revision");
     let stale = put(
@@ -387,10 +381,7 @@ async fn compare_and_set_and_idempotent_retries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn membership_grows_to_five_and_shrinks_to_three_under_writes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut g = EdgeGroup::start_ready(dir.path(), 1, fast())
-        .await
-        .expect("start");
+    let (_dir, mut g) = group(1, fast()).await;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
     let stop = Arc::new(AtomicBool::new(false));
@@ -706,10 +697,7 @@ async fn nodes_with_foreign_or_other_site_certificates_cannot_join_or_vote() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_leadership_over_and_exits_cleanly() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut g = EdgeGroup::start_ready(dir.path(), 3, fast())
-        .await
-        .expect("start");
+    let (_dir, mut g) = group(3, fast()).await;
     let old = g.leader(&[1, 2, 3]).await.expect("leader");
     put_acked(&g, &[old], "before-stop", "v").await;
     let code = g.stop(old).await.expect("stop");
@@ -731,10 +719,7 @@ async fn sigterm_hands_leadership_over_and_exits_cleanly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_commands_and_their_exit_codes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let g = EdgeGroup::start_ready(dir.path(), 1, fast())
-        .await
-        .expect("start");
+    let (dir, g) = group(1, fast()).await;
     let bin = openclaw_hil_tests::binary("openclaw-edge", "OPENCLAW_EDGE_BIN").expect("binary");
     let run = |args: &[&str]| {
         std::process::Command::new(&bin)
@@ -788,10 +773,7 @@ async fn operator_commands_and_their_exit_codes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_clear_errors() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let g = EdgeGroup::start_ready(dir.path(), 1, fast())
-        .await
-        .expect("start");
+    let (_dir, g) = group(1, fast()).await;
     let url = g.url(1);
     let long_key = "k".repeat(1025);
     type Case<'a> = (
@@ -948,17 +930,14 @@ async fn systemd_notifications_ready_watchdog_stopping() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lossy_slow_duplicating_links_keep_writes_and_reads_correct() {
     use openclaw_hil_tests::relay::Faults;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let g = EdgeGroup::start_ready(
-        dir.path(),
+    let (_dir, g) = group(
         3,
         GroupOptions {
             relays: true,
             ..fast()
         },
     )
-    .await
-    .expect("start");
+    .await;
     g.set_faults(Faults {
         loss: 0.05,
         delay: Duration::from_millis(10),

@@ -144,6 +144,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         }
     }
 
+    /// Pipelined replication: requests go out without waiting for replies.
     fn stream_append<'s, S>(
         &'s mut self,
         input: S,
@@ -152,7 +153,29 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     where
         S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
     {
-        self.open_pipeline(input, option)
+        Box::pin(async move {
+            let (send, recv) = self
+                .transport
+                .open_stream(
+                    &self.peer,
+                    &self.addr,
+                    &Request::StreamAppend,
+                    option.hard_ttl().max(MIN_STREAM_REPLY_TIMEOUT),
+                )
+                .await
+                .map_err(rpc_error)?;
+            let outstanding = Arc::new(AtomicUsize::new(0));
+            let writer = tokio::spawn(write_requests(input, send, outstanding.clone()));
+            let state = ReplyState {
+                recv,
+                outstanding,
+                reply_timeout: option.hard_ttl().max(MIN_STREAM_REPLY_TIMEOUT),
+                _writer: AbortOnDrop(writer),
+                done: false,
+            };
+            let replies: ReplyStream<'s> = Box::pin(futures::stream::unfold(state, next_reply));
+            Ok(replies)
+        })
     }
 
     async fn vote(
@@ -303,41 +326,5 @@ async fn next_reply(
         // A transport error or a refusal (conflict, higher vote) ends the pipeline.
         state.done = !matches!(reply, Ok(Ok(_)));
         return Some((reply, state));
-    }
-}
-
-impl PeerClient {
-    /// Pipelined replication: requests go out without waiting for replies.
-    fn open_pipeline<'s, S>(
-        &'s mut self,
-        input: S,
-        option: RPCOption,
-    ) -> BoxFuture<'s, Result<ReplyStream<'s>, RPCError<TypeConfig>>>
-    where
-        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
-    {
-        Box::pin(async move {
-            let (send, recv) = self
-                .transport
-                .open_stream(
-                    &self.peer,
-                    &self.addr,
-                    &Request::StreamAppend,
-                    option.hard_ttl().max(MIN_STREAM_REPLY_TIMEOUT),
-                )
-                .await
-                .map_err(rpc_error)?;
-            let outstanding = Arc::new(AtomicUsize::new(0));
-            let writer = tokio::spawn(write_requests(input, send, outstanding.clone()));
-            let state = ReplyState {
-                recv,
-                outstanding,
-                reply_timeout: option.hard_ttl().max(MIN_STREAM_REPLY_TIMEOUT),
-                _writer: AbortOnDrop(writer),
-                done: false,
-            };
-            let replies: ReplyStream<'s> = Box::pin(futures::stream::unfold(state, next_reply));
-            Ok(replies)
-        })
     }
 }

@@ -323,30 +323,23 @@ impl Transport {
         request: &Request,
         data: Option<R>,
     ) -> Result<Response, TransportError> {
-        let conn = self.connection(peer, addr).await?;
         let stream_err = |message: String| TransportError::Stream {
             peer: peer.to_string(),
             message,
         };
-        let wire_err = |source| TransportError::Wire {
-            peer: peer.to_string(),
-            source,
-        };
-        let (mut send, mut recv) =
-            conn.open_bi()
-                .await
-                .map_err(|source| TransportError::Connection {
-                    peer: peer.to_string(),
-                    source,
-                })?;
-        write_frame(&mut send, request).await.map_err(wire_err)?;
+        let (mut send, mut recv) = self.open_with_header(peer, addr, request).await?;
         if let Some(mut data) = data {
             copy_in_chunks(&mut data, &mut send)
                 .await
                 .map_err(|e| stream_err(e.to_string()))?;
         }
         send.finish().map_err(|e| stream_err(e.to_string()))?;
-        read_frame(&mut recv).await.map_err(wire_err)
+        read_frame(&mut recv)
+            .await
+            .map_err(|source| TransportError::Wire {
+                peer: peer.to_string(),
+                source,
+            })
     }
 
     /// Opens a stream to `peer` and sends a streaming request's header on it.
@@ -357,24 +350,32 @@ impl Transport {
         request: &Request,
         timeout: Duration,
     ) -> Result<(SendStream, RecvStream), TransportError> {
-        let open = async {
-            let conn = self.connection(peer, addr).await?;
-            let (mut send, recv) =
-                conn.open_bi()
-                    .await
-                    .map_err(|source| TransportError::Connection {
-                        peer: peer.to_string(),
-                        source,
-                    })?;
-            write_frame(&mut send, request)
+        self.with_deadline(peer, timeout, self.open_with_header(peer, addr, request))
+            .await
+    }
+
+    /// A new stream to `peer` (dialling if needed) with `request`'s frame written on it.
+    async fn open_with_header(
+        self: &Arc<Self>,
+        peer: &NodeIdentity,
+        addr: &str,
+        request: &Request,
+    ) -> Result<(SendStream, RecvStream), TransportError> {
+        let conn = self.connection(peer, addr).await?;
+        let (mut send, recv) =
+            conn.open_bi()
                 .await
-                .map_err(|source| TransportError::Wire {
+                .map_err(|source| TransportError::Connection {
                     peer: peer.to_string(),
                     source,
                 })?;
-            Ok((send, recv))
-        };
-        self.with_deadline(peer, timeout, open).await
+        write_frame(&mut send, request)
+            .await
+            .map_err(|source| TransportError::Wire {
+                peer: peer.to_string(),
+                source,
+            })?;
+        Ok((send, recv))
     }
 
     /// Closes every connection and the endpoint.
