@@ -1,247 +1,41 @@
-//! The client HTTP API (DESIGN.md §4.1): KV, streams, status, metrics, health, and the
-//! membership/maintenance endpoints the operator commands use.
-//!
-//! Every input is validated here, before it becomes a command: sizes against the named
-//! limits, names against their alphabets. Errors are JSON `{"error":{"code","message"}}`.
+//! The edge's client HTTP API (DESIGN.md §4.1): writes, and the reads, status and routes it
+//! shares with the hub through `shared::http`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
-use base64::Engine as _;
-use http_body_util::BodyExt;
-use openraft::ServerState;
-use serde::Deserialize;
-use serde_json::{json, Value};
-use shared::limits::{
-    DEFAULT_PAGE_ITEMS, MAX_IDEMPOTENCY_KEY_BYTES, MAX_KEY_BYTES, MAX_PAGE_ITEMS,
-    MAX_STREAM_NAME_BYTES, MAX_VALUE_BYTES,
+use serde_json::Value;
+use shared::http::{
+    finish, group_routes, idempotency_key, if_match, read_body, status_fields, validate_key,
+    validate_stream, write_result, ApiError,
 };
-use shared::types::{CommandResponse, NodeAddr, NodeId, Op};
-use shared::wire::AdminOp;
+use shared::limits::MAX_VALUE_BYTES;
+use shared::types::Op;
 
-use crate::metrics::{self, EDGE};
-use crate::node::{Node, OpError};
+use crate::edge::Edge;
+use crate::metrics;
 
-type AppState = Arc<Node>;
+type AppState = Arc<Edge>;
 
-/// An API error: one HTTP status, a stable code, and a message naming the bad input.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    TooLarge(String),
-    #[error("revision mismatch: the key's revision is {current:?}")]
-    PreconditionFailed { current: Option<u64> },
-    #[error("{0}")]
-    Unavailable(#[from] OpError),
-    #[error("storage: {0}")]
-    Storage(#[from] shared::store::StoreError),
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code) = match &self {
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            ApiError::PreconditionFailed { .. } => {
-                (StatusCode::PRECONDITION_FAILED, "revision_mismatch")
-            }
-            ApiError::Unavailable(OpError::Rejected(_)) => (StatusCode::CONFLICT, "rejected"),
-            ApiError::Unavailable(OpError::NoLeader) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "no_leader")
-            }
-            ApiError::Unavailable(OpError::WriteTimeout(_) | OpError::ReadTimeout(_)) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "timeout")
-            }
-            ApiError::Unavailable(OpError::OutcomeUnknown(_)) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown")
-            }
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            ApiError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
-        };
-        let body = json!({"error": {"code": code, "message": self.to_string()}});
-        let mut response = (status, Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        response
-    }
-}
-
-pub fn router(node: Arc<Node>) -> Router {
-    Router::new()
+pub fn router(edge: Arc<Edge>) -> Router {
+    let own = Router::new()
         .route("/v1/kv", get(list_kv))
         .route("/v1/kv/{*key}", get(get_kv).put(put_kv).delete(delete_kv))
         .route("/v1/streams/{stream}", get(read_stream).post(append_stream))
         .route("/v1/status", get(status))
-        .route("/v1/members", get(members).post(add_member))
-        .route("/v1/members/{id}", axum::routing::delete(remove_member))
-        .route("/v1/members/{id}/promote", post(promote_member))
-        .route("/v1/admin/snapshot", post(snapshot))
-        .route("/v1/admin/transfer-leader", post(transfer_leader))
         .route("/metrics", get(metrics_page))
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/readyz", get(readyz))
-        .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .layer(axum::middleware::from_fn(count_requests))
-        .with_state(node)
-}
-
-async fn count_requests(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    EDGE.http_requests.inc();
-    next.run(request).await
-}
-
-/// Reads a request body, refusing more than `limit` bytes before buffering them.
-async fn read_body(body: Body, limit: usize, what: &str) -> Result<Bytes, ApiError> {
-    let limited = http_body_util::Limited::new(body, limit);
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(ApiError::TooLarge(format!(
-                "{what} exceeds the limit of {limit} bytes"
-            )))
-        }
-        Err(e) => Err(ApiError::BadRequest(format!(
-            "cannot read request body: {e}"
-        ))),
-    }
-}
-
-fn validate_key(key: &str) -> Result<Vec<u8>, ApiError> {
-    if key.is_empty() {
-        return Err(ApiError::BadRequest("empty key".into()));
-    }
-    if key.len() > MAX_KEY_BYTES {
-        return Err(ApiError::TooLarge(format!(
-            "key of {} bytes exceeds the limit of {MAX_KEY_BYTES} bytes",
-            key.len()
-        )));
-    }
-    Ok(key.as_bytes().to_vec())
-}
-
-fn validate_stream(name: &str) -> Result<(), ApiError> {
-    let valid = !name.is_empty()
-        && name.len() <= MAX_STREAM_NAME_BYTES
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if valid {
-        Ok(())
-    } else {
-        Err(ApiError::BadRequest(format!(
-            "stream name `{name}` must be 1..={MAX_STREAM_NAME_BYTES} characters of [A-Za-z0-9._-]"
-        )))
-    }
-}
-
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let text = value
-        .to_str()
-        .map_err(|_| ApiError::BadRequest("Idempotency-Key must be visible ASCII".into()))?;
-    if text.is_empty() || text.len() > MAX_IDEMPOTENCY_KEY_BYTES {
-        return Err(ApiError::BadRequest(format!(
-            "Idempotency-Key must be 1..={MAX_IDEMPOTENCY_KEY_BYTES} bytes"
-        )));
-    }
-    Ok(Some(text.to_owned()))
-}
-
-fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
-    let Some(value) = headers.get(header::IF_MATCH) else {
-        return Ok(None);
-    };
-    let text = value.to_str().unwrap_or("").trim().trim_matches('"');
-    text.parse().map(Some).map_err(|_| {
-        ApiError::BadRequest(format!(
-            "If-Match must be a revision number (0 = key must not exist), got `{text}`"
-        ))
-    })
-}
-
-fn parse_number<T: std::str::FromStr>(
-    query: &HashMap<String, String>,
-    name: &str,
-) -> Result<Option<T>, ApiError> {
-    query
-        .get(name)
-        .map(|v| {
-            v.parse().map_err(|_| {
-                ApiError::BadRequest(format!("query parameter `{name}`: `{v}` is not a number"))
-            })
-        })
-        .transpose()
-}
-
-fn page_limit(query: &HashMap<String, String>) -> Result<usize, ApiError> {
-    let limit = parse_number::<usize>(query, "limit")?.unwrap_or(DEFAULT_PAGE_ITEMS);
-    if limit == 0 || limit > MAX_PAGE_ITEMS {
-        return Err(ApiError::BadRequest(format!(
-            "query parameter `limit` must be 1..={MAX_PAGE_ITEMS}"
-        )));
-    }
-    Ok(limit)
-}
-
-fn reject_unknown(query: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
-    match query.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(k) => Err(ApiError::BadRequest(format!(
-            "unknown query parameter `{k}` (expected one of: {})",
-            known.join(", ")
-        ))),
-        None => Ok(()),
-    }
-}
-
-/// Waits for a linearizable read unless the client asked for a stale one.
-async fn read_barrier(node: &Node, query: &HashMap<String, String>) -> Result<(), ApiError> {
-    match query.get("consistency").map(String::as_str) {
-        None | Some("linearizable") => Ok(node.linearize().await?),
-        Some("stale") => Ok(()),
-        Some(other) => Err(ApiError::BadRequest(format!(
-            "query parameter `consistency`: `{other}` is neither `linearizable` nor `stale`"
-        ))),
-    }
-}
-
-fn write_result(response: CommandResponse) -> Result<Json<Value>, ApiError> {
-    match response {
-        CommandResponse::Put { seq, revision } => {
-            Ok(Json(json!({"seq": seq, "revision": revision})))
-        }
-        CommandResponse::Deleted { seq } => Ok(Json(json!({"seq": seq}))),
-        CommandResponse::Appended { seq, .. } => Ok(Json(json!({"seq": seq}))),
-        CommandResponse::RevisionMismatch { current } => {
-            Err(ApiError::PreconditionFailed { current })
-        }
-        CommandResponse::NotFound => Err(ApiError::NotFound("no such key".into())),
-        CommandResponse::Empty => Err(ApiError::Unavailable(OpError::Unavailable(
-            "unexpected empty result".into(),
-        ))),
-    }
+        .with_state(edge.clone());
+    finish(own.merge(group_routes(edge.group.clone())))
 }
 
 async fn put_kv(
-    State(node): State<AppState>,
+    State(edge): State<AppState>,
     Path(key): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -253,12 +47,12 @@ async fn put_kv(
         value: value.to_vec(),
         if_revision: if_match(&headers)?,
     };
-    let command = node.command(op, idempotency_key(&headers)?);
-    write_result(node.write(command).await?)
+    let command = edge.command(op, idempotency_key(&headers)?);
+    write_result(edge.write(command).await?)
 }
 
 async fn delete_kv(
-    State(node): State<AppState>,
+    State(edge): State<AppState>,
     Path(key): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
@@ -266,67 +60,12 @@ async fn delete_kv(
         key: validate_key(&key)?,
         if_revision: if_match(&headers)?,
     };
-    let command = node.command(op, idempotency_key(&headers)?);
-    write_result(node.write(command).await?)
-}
-
-async fn get_kv(
-    State(node): State<AppState>,
-    Path(key): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    reject_unknown(&query, &["consistency"])?;
-    let key = validate_key(&key)?;
-    read_barrier(&node, &query).await?;
-    let applied_seq = node.reader.applied_seq();
-    let item = node
-        .reader
-        .get(&key)?
-        .ok_or_else(|| ApiError::NotFound("no such key".into()))?;
-    let mut response = Bytes::copy_from_slice(item.value()).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    headers.insert("x-revision", HeaderValue::from(item.revision));
-    headers.insert("x-seq", HeaderValue::from(applied_seq));
-    Ok(response)
-}
-
-async fn list_kv(
-    State(node): State<AppState>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
-    reject_unknown(&query, &["prefix", "limit", "after", "consistency"])?;
-    let limit = page_limit(&query)?;
-    let prefix = query.get("prefix").map(String::as_str).unwrap_or("");
-    read_barrier(&node, &query).await?;
-    let after = query.get("after").map(|a| a.as_bytes());
-    let (items, more) = node.reader.list(prefix.as_bytes(), after, limit)?;
-    let engine = base64::engine::general_purpose::STANDARD;
-    let next = if more {
-        items
-            .last()
-            .map(|i| Value::String(String::from_utf8_lossy(&i.key).into_owned()))
-    } else {
-        None
-    };
-    let items: Vec<Value> = items
-        .iter()
-        .map(|i| {
-            json!({
-                "key": String::from_utf8_lossy(&i.key),
-                "revision": i.revision,
-                "value_b64": engine.encode(i.value()),
-            })
-        })
-        .collect();
-    Ok(Json(json!({"items": items, "next": next})))
+    let command = edge.command(op, idempotency_key(&headers)?);
+    write_result(edge.write(command).await?)
 }
 
 async fn append_stream(
-    State(node): State<AppState>,
+    State(edge): State<AppState>,
     Path(stream): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -337,159 +76,43 @@ async fn append_stream(
         stream,
         data: data.to_vec(),
     };
-    let command = node.command(op, idempotency_key(&headers)?);
-    write_result(node.write(command).await?)
+    let command = edge.command(op, idempotency_key(&headers)?);
+    write_result(edge.write(command).await?)
+}
+
+async fn get_kv(
+    State(edge): State<AppState>,
+    Path(key): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let reader = &edge.group.reader;
+    shared::http::get_kv(&edge.group, reader, || reader.applied_seq(), &key, &query).await
+}
+
+async fn list_kv(
+    State(edge): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    shared::http::list_kv(&edge.group, &edge.group.reader, &query).await
 }
 
 async fn read_stream(
-    State(node): State<AppState>,
+    State(edge): State<AppState>,
     Path(stream): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    reject_unknown(&query, &["from", "limit", "consistency"])?;
-    validate_stream(&stream)?;
-    let from = parse_number::<u64>(&query, "from")?.unwrap_or(1).max(1);
-    let limit = page_limit(&query)?;
-    read_barrier(&node, &query).await?;
-    let events = node.reader.stream(&stream, from, limit)?;
-    let engine = base64::engine::general_purpose::STANDARD;
-    let next = events.last().map_or(from, |e| e.seq + 1);
-    let events: Vec<Value> = events
-        .iter()
-        .map(|e| json!({"seq": e.seq, "hlc": e.hlc.to_string(), "data_b64": engine.encode(e.data())}))
-        .collect();
-    Ok(Json(json!({"events": events, "next": next})))
+    shared::http::read_stream(&edge.group, &edge.group.reader, &stream, &query).await
 }
 
-fn role(state: ServerState) -> &'static str {
-    match state {
-        ServerState::Leader => "leader",
-        ServerState::Candidate => "candidate",
-        ServerState::Learner => "learner",
-        ServerState::Follower => "follower",
-        ServerState::Shutdown => "shutdown",
-    }
+async fn status(State(edge): State<AppState>) -> Json<Value> {
+    let mut fields = status_fields(&edge.group);
+    fields.insert("uplink".into(), crate::uplink::status_json(&edge));
+    Json(Value::Object(fields))
 }
 
-async fn status(State(node): State<AppState>) -> Json<Value> {
-    let m = node.raft_metrics();
-    let membership = m.membership_config.membership();
-    let voters: Vec<NodeId> = membership.voter_ids().collect();
-    let learners: Vec<NodeId> = membership.learner_ids().collect();
-    Json(json!({
-        "node_id": node.id,
-        "site": node.site(),
-        "role": role(m.state),
-        "leader_id": m.current_leader,
-        "term": m.current_term,
-        "applied_seq": node.reader.applied_seq(),
-        "applied_index": m.last_applied.as_ref().map(|l| l.index),
-        "last_log_index": m.last_log_index,
-        "snapshot_index": m.snapshot.as_ref().map(|l| l.index),
-        "members": voters,
-        "learners": learners,
-    }))
-}
-
-async fn members(State(node): State<AppState>) -> Json<Value> {
-    let m = node.raft_metrics();
-    let membership = m.membership_config.membership();
-    let nodes: Vec<Value> = membership
-        .nodes()
-        .map(|(id, addr)| json!({"id": id, "raft": addr.raft, "http": addr.http}))
-        .collect();
-    Json(json!({
-        "voters": membership.voter_ids().collect::<Vec<_>>(),
-        "learners": membership.learner_ids().collect::<Vec<_>>(),
-        "nodes": nodes,
-    }))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddMember {
-    id: NodeId,
-    raft: String,
-    http: String,
-}
-
-fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
-}
-
-async fn add_member(State(node): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
-    let request: AddMember = json_body(&read_body(body, 64 * 1024, "body").await?)?;
-    if request.id == 0 {
-        return Err(ApiError::BadRequest("member id must be >= 1".into()));
-    }
-    let op = AdminOp::AddLearner {
-        id: request.id,
-        addr: NodeAddr {
-            raft: request.raft,
-            http: request.http,
-        },
-    };
-    let result = node.admin(op).await?;
-    Ok(Json(json!({"result": format!("{result:?}")})))
-}
-
-async fn promote_member(
-    State(node): State<AppState>,
-    Path(id): Path<NodeId>,
-) -> Result<Json<Value>, ApiError> {
-    let result = node.admin(AdminOp::Promote { id }).await?;
-    Ok(Json(json!({"result": format!("{result:?}")})))
-}
-
-async fn remove_member(
-    State(node): State<AppState>,
-    Path(id): Path<NodeId>,
-) -> Result<Json<Value>, ApiError> {
-    let result = node.admin(AdminOp::Remove { id }).await?;
-    Ok(Json(json!({"result": format!("{result:?}")})))
-}
-
-async fn snapshot(State(node): State<AppState>) -> Result<Json<Value>, ApiError> {
-    node.admin(AdminOp::Snapshot).await?;
-    Ok(Json(json!({"result": "snapshot triggered"})))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TransferLeader {
-    to: NodeId,
-}
-
-async fn transfer_leader(
-    State(node): State<AppState>,
-    body: Body,
-) -> Result<Json<Value>, ApiError> {
-    let request: TransferLeader = json_body(&read_body(body, 64 * 1024, "body").await?)?;
-    node.admin(AdminOp::TransferLeader { to: request.to })
-        .await?;
-    Ok(Json(
-        json!({"result": format!("leadership transfer to {} requested", request.to)}),
-    ))
-}
-
-async fn metrics_page(State(node): State<AppState>) -> impl IntoResponse {
+async fn metrics_page(State(edge): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        metrics::render(&node),
+        metrics::render(&edge),
     )
-}
-
-async fn readyz(State(node): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let m = node.raft_metrics();
-    if m.current_leader.is_some()
-        && m.membership_config
-            .membership()
-            .get_node(&node.id)
-            .is_some()
-    {
-        Ok(Json(json!({"status": "ready"})))
-    } else {
-        Err(ApiError::Unavailable(OpError::NoLeader))
-    }
 }

@@ -1,17 +1,18 @@
 //! `openclaw-edge` config: the shared sections plus `[cluster]` and `[api]`, validated as a
 //! whole (cross-field rules name the key they break).
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
 use shared::config::{
-    load_toml, ConfigError, HttpSection, HumanDuration, NodeSection, RaftSection, StorageSection,
-    TlsSection,
+    load_toml, resolve_relative, validate_group, validate_http, ApiSection, ByteSize,
+    ClusterSection, ConfigError, HttpSection, HumanDuration, NodeSection, RaftSection, SiteId,
+    StorageSection, TlsSection,
 };
-use shared::limits::{MAX_GROUP_SIZE, MIN_IDEMPOTENCY_WINDOW_SECS};
-use shared::types::{NodeAddr, NodeId};
+use shared::group::GroupSettings;
+use shared::identity::NodeIdentity;
+use shared::types::NodeId;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,78 +28,84 @@ pub struct EdgeConfig {
     pub storage: StorageSection,
     #[serde(default)]
     pub api: ApiSection,
+    /// Shipping to the hub; without it the group keeps no outbox and ships nothing.
+    pub uplink: Option<UplinkSection>,
 }
+
+/// `[uplink]`: the hub group that owns this site and how to ship to it. Every member of the
+/// group must have the same section (the leader ships; any member may become leader).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkSection {
+    /// Name of the hub group that owns this site (its certificates name it).
+    pub hub_group: SiteId,
+    /// The hub group's nodes; the shipper tries them in turn (any may forward to its leader).
+    pub hubs: Vec<HubEntry>,
+    /// Unshipped events kept at most, in bytes; beyond it writes get 503 "uplink backlog
+    /// full" until the hub catches up.
+    #[serde(default = "uplink_defaults::max_unshipped_bytes")]
+    pub max_unshipped_bytes: ByteSize,
+    /// How long the shipper lets new events gather before sending a batch that is not full.
+    #[serde(default = "uplink_defaults::batch_delay")]
+    pub batch_delay: HumanDuration,
+    /// Shipping bandwidth cap in bytes per second on the wire (0: none).
+    #[serde(default)]
+    pub max_bytes_per_second: ByteSize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubEntry {
+    pub id: NodeId,
+    /// The hub node's QUIC address (host:port).
+    pub addr: String,
+}
+
+impl HubEntry {
+    pub fn identity(&self, group: &SiteId) -> NodeIdentity {
+        NodeIdentity::hub(group.clone(), self.id)
+    }
+}
+
+mod uplink_defaults {
+    use super::*;
+    pub fn max_unshipped_bytes() -> ByteSize {
+        ByteSize(1024 * 1024 * 1024)
+    }
+    pub fn batch_delay() -> HumanDuration {
+        HumanDuration(Duration::from_millis(5))
+    }
+}
+
+impl UplinkSection {
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        if self.hubs.is_empty() {
+            return Err(invalid("uplink.hubs", "name at least one hub node".into()));
+        }
+        if self.max_unshipped_bytes.0 < MIN_UNSHIPPED_BYTES {
+            return Err(invalid(
+                "uplink.max_unshipped_bytes",
+                format!("must be at least {MIN_UNSHIPPED_BYTES} bytes (one largest event)"),
+            ));
+        }
+        if self.batch_delay.0 > Duration::from_secs(10) {
+            return Err(invalid("uplink.batch_delay", "at most 10s".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The backlog must hold at least one largest event, or nothing could ever be written.
+const MIN_UNSHIPPED_BYTES: u64 = 2 * shared::limits::MAX_VALUE_BYTES as u64;
 
 fn default_http() -> HttpSection {
     HttpSection {
         listen: shared::config::defaults::http_listen(),
-    }
-}
-
-/// `[cluster]`: how this node's group comes to be.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterSection {
-    /// Initialise a new group from `members` when the store is empty.
-    #[serde(default)]
-    pub bootstrap: bool,
-    #[serde(default)]
-    pub members: Vec<MemberEntry>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MemberEntry {
-    pub id: NodeId,
-    pub raft: String,
-    pub http: String,
-}
-
-impl MemberEntry {
-    pub fn addr(&self) -> NodeAddr {
-        NodeAddr {
-            raft: self.raft.clone(),
-            http: self.http.clone(),
-        }
-    }
-}
-
-/// `[api]`: client API behaviour.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiSection {
-    /// A write not committed within this is answered 503 (it may still commit: retry with
-    /// the same Idempotency-Key).
-    #[serde(default = "defaults::write_timeout")]
-    pub write_timeout: HumanDuration,
-    /// A linearizable read that cannot confirm the leader within this is answered 503.
-    #[serde(default = "defaults::read_timeout")]
-    pub read_timeout: HumanDuration,
-    /// How long an Idempotency-Key is remembered (at least 10 minutes).
-    #[serde(default = "defaults::idempotency_window")]
-    pub idempotency_window: HumanDuration,
-}
-
-impl Default for ApiSection {
-    fn default() -> Self {
-        ApiSection {
-            write_timeout: defaults::write_timeout(),
-            read_timeout: defaults::read_timeout(),
-            idempotency_window: defaults::idempotency_window(),
-        }
-    }
-}
-
-mod defaults {
-    use super::*;
-    pub fn write_timeout() -> HumanDuration {
-        HumanDuration(Duration::from_secs(5))
-    }
-    pub fn read_timeout() -> HumanDuration {
-        HumanDuration(Duration::from_secs(5))
-    }
-    pub fn idempotency_window() -> HumanDuration {
-        HumanDuration(Duration::from_secs(MIN_IDEMPOTENCY_WINDOW_SECS))
     }
 }
 
@@ -107,79 +114,43 @@ impl EdgeConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut config: EdgeConfig = load_toml(path)?;
         config.validate(path)?;
-        if config.node.data_dir.is_relative() {
-            let base = path.parent().unwrap_or(Path::new("."));
-            config.node.data_dir = base.join(&config.node.data_dir);
-        }
-        for p in [
-            &mut config.tls.ca,
-            &mut config.tls.cert,
-            &mut config.tls.key,
-        ] {
-            if p.is_relative() {
-                let base = path.parent().map(PathBuf::from).unwrap_or_default();
-                *p = base.join(&*p);
-            }
-        }
+        resolve_relative(path, &mut config.node.data_dir);
+        resolve_relative(path, &mut config.tls.ca);
+        resolve_relative(path, &mut config.tls.cert);
+        resolve_relative(path, &mut config.tls.key);
         Ok(config)
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |key: &str, message: String| ConfigError::Invalid {
-            path: path.to_owned(),
-            key: key.to_owned(),
-            message,
-        };
-        if self.node.id == 0 {
-            return Err(invalid("node.id", "must be >= 1".into()));
-        }
+        validate_group(path, self.node.id, &self.cluster, &self.api)?;
         self.raft.validate(path)?;
         self.storage.validate(path)?;
-        if !self.http.listen.ip().is_loopback() {
-            return Err(invalid(
-                "http.listen",
-                format!(
-                    "{} is not a loopback address; the client API has no TLS or token \
-                     authentication yet, so it only binds to loopback",
-                    self.http.listen
-                ),
-            ));
-        }
-        let cluster = &self.cluster;
-        if cluster.bootstrap {
-            if cluster.members.is_empty() {
-                return Err(invalid(
-                    "cluster.members",
-                    "bootstrap = true needs the initial members".into(),
-                ));
-            }
-            if cluster.members.len() > MAX_GROUP_SIZE {
-                return Err(invalid(
-                    "cluster.members",
-                    format!(
-                        "{} members; a group has at most {MAX_GROUP_SIZE}",
-                        cluster.members.len()
-                    ),
-                ));
-            }
-            let ids: BTreeSet<NodeId> = cluster.members.iter().map(|m| m.id).collect();
-            if ids.len() != cluster.members.len() {
-                return Err(invalid("cluster.members", "duplicate member id".into()));
-            }
-            if !ids.contains(&self.node.id) {
-                return Err(invalid(
-                    "cluster.members",
-                    format!("must include this node (node.id = {})", self.node.id),
-                ));
-            }
-        }
-        if self.api.idempotency_window.0.as_secs() < MIN_IDEMPOTENCY_WINDOW_SECS {
-            return Err(invalid(
-                "api.idempotency_window",
-                format!("must be at least {MIN_IDEMPOTENCY_WINDOW_SECS}s"),
-            ));
+        validate_http(path, &self.http)?;
+        if let Some(uplink) = &self.uplink {
+            uplink.validate(path)?;
         }
         Ok(())
+    }
+
+    /// What the Raft group member needs from this config.
+    pub fn group_settings(&self) -> GroupSettings {
+        GroupSettings {
+            identity: NodeIdentity::edge(self.node.site.clone(), self.node.id),
+            data_dir: self.node.data_dir.clone(),
+            raft: self.raft.clone(),
+            storage: self.storage.clone(),
+            tls: self.tls.clone(),
+            bootstrap: self.cluster.bootstrap,
+            members: self
+                .cluster
+                .members
+                .iter()
+                .map(|m| (m.id, m.addr()))
+                .collect(),
+            write_timeout: self.api.write_timeout.0,
+            read_timeout: self.api.read_timeout.0,
+            idempotency_window: self.api.idempotency_window.0,
+        }
     }
 }
 
@@ -244,6 +215,11 @@ key = "certs/node-1.key"
                 "write_timeout",
             ),
             (GOOD.replace("[raft]", "[raft]\nspeed = 3"), "speed"),
+            (format!("{GOOD}\n[uplink]\nhub_group = \"hub-1\"\nhubs = []\n"), "uplink.hubs"),
+            (
+                format!("{GOOD}\n[uplink]\nhub_group = \"hub-1\"\nhubs = [{{id = 1, addr = \"127.0.0.1:7401\"}}]\nmax_unshipped_bytes = \"1KiB\"\n"),
+                "uplink.max_unshipped_bytes",
+            ),
         ];
         for (text, key) in cases {
             let err = load(&text).expect_err(key).to_string();

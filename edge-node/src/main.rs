@@ -3,10 +3,9 @@
 mod api;
 mod cli;
 mod config;
+mod edge;
 mod metrics;
-mod node;
-mod rpc;
-mod supervise;
+mod uplink;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -1,87 +1,54 @@
-//! Edge-node metrics, rendered with the shared ones and Raft's own state.
+//! The edge's `/metrics` page: the group member's metrics, then the uplink's.
 
-use shared::metrics::{Counter, Histogram, SHARED};
+use std::fmt::Write as _;
 
-use crate::node::Node;
-
-pub struct EdgeMetrics {
-    pub write_latency: Histogram,
-    pub read_barrier_latency: Histogram,
-    pub forwarded_writes: Counter,
-    pub http_requests: Counter,
-    pub elections: Counter,
-    pub leader_changes: Counter,
-    pub commits: Counter,
-}
-
-pub static EDGE: EdgeMetrics = EdgeMetrics {
-    write_latency: Histogram::new(
-        "openclaw_write_seconds",
-        "Client write latency (accepted to answered)",
-    ),
-    read_barrier_latency: Histogram::new(
-        "openclaw_read_barrier_seconds",
-        "Time to confirm a linearizable read (read index)",
-    ),
-    forwarded_writes: Counter::new(
-        "openclaw_forwarded_writes_total",
-        "Writes forwarded to the leader",
-    ),
-    http_requests: Counter::new("openclaw_http_requests_total", "Client API requests"),
-    elections: Counter::new(
-        "openclaw_raft_elections_total",
-        "Term changes seen by this node",
-    ),
-    leader_changes: Counter::new(
-        "openclaw_raft_leader_changes_total",
-        "Changes of the leader this node knows (including to none)",
-    ),
-    commits: Counter::new(
-        "openclaw_writes_committed_total",
-        "Client writes this node proposed or forwarded that were committed",
-    ),
-};
+use crate::edge::Edge;
 
 /// The whole `/metrics` page.
-pub fn render(node: &Node) -> String {
-    use std::fmt::Write as _;
+pub fn render(edge: &Edge) -> String {
     let mut out = String::new();
-    SHARED.render(&mut out);
-    EDGE.write_latency.render(&mut out);
-    EDGE.read_barrier_latency.render(&mut out);
-    EDGE.forwarded_writes.render(&mut out);
-    EDGE.http_requests.render(&mut out);
-    EDGE.elections.render(&mut out);
-    EDGE.leader_changes.render(&mut out);
-    EDGE.commits.render(&mut out);
-    let m = node.raft_metrics();
-    let is_leader = u8::from(m.current_leader == Some(node.id));
-    let gauges: [(&str, &str, u64); 6] = [
-        ("openclaw_raft_term", "Current Raft term", m.current_term),
+    shared::group::render_metrics(&edge.group, &mut out);
+    let uplink = crate::uplink::snapshot(edge);
+    let gauges: [(&str, &str, u64); 8] = [
         (
-            "openclaw_raft_is_leader",
-            "1 if this node leads its group",
-            u64::from(is_leader),
+            "openclaw_uplink_connected",
+            "1 while this node ships to the hub over an open session",
+            u64::from(uplink.connected),
         ),
         (
-            "openclaw_raft_leader_id",
-            "Leader's node id (0: none known)",
-            m.current_leader.unwrap_or(0),
+            "openclaw_uplink_shipped_through",
+            "Highest seq the hub has committed",
+            uplink.shipped_through,
         ),
         (
-            "openclaw_raft_applied_index",
-            "Last applied log index",
-            m.last_applied.as_ref().map_or(0, |l| l.index),
+            "openclaw_uplink_backlog_events",
+            "Committed events the hub does not have yet",
+            uplink.backlog_events,
         ),
         (
-            "openclaw_applied_seq",
-            "Seq of the last applied event",
-            node.reader.applied_seq(),
+            "openclaw_uplink_backlog_bytes",
+            "Bytes the outbox holds (unshipped events)",
+            uplink.backlog_bytes,
         ),
         (
-            "openclaw_disk_bytes",
-            "Bytes the store occupies on disk",
-            node.store.disk_bytes(),
+            "openclaw_uplink_lag_seconds",
+            "Age of the oldest event the hub does not have",
+            uplink.lag_seconds,
+        ),
+        (
+            "openclaw_uplink_retries_total",
+            "Shipping sessions that failed to open or broke",
+            uplink.retries,
+        ),
+        (
+            "openclaw_uplink_epoch",
+            "This group's ownership epoch of its site",
+            uplink.epoch,
+        ),
+        (
+            "openclaw_uplink_fenced",
+            "1 once the hub has fenced this group (writes refused)",
+            u64::from(uplink.fenced.is_some()),
         ),
     ];
     for (name, help, value) in gauges {
@@ -90,5 +57,10 @@ pub fn render(node: &Node) -> String {
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP openclaw_uplink_bytes_sent_total Shipping bytes sent on the wire\n# TYPE openclaw_uplink_bytes_sent_total counter\nopenclaw_uplink_bytes_sent_total {}",
+        uplink.bytes_sent
+    );
     out
 }

@@ -1,8 +1,10 @@
-//! The one lab harness: starts real `openclaw-edge` processes on loopback with dev
-//! certificates, optionally behind the project's UDP relay, and drives them over HTTP.
-//! The lab binary, the cluster tests and the benchmarks all start topologies through it.
+//! The one lab harness: starts real `openclaw-edge` and `openclaw-hub` processes on
+//! loopback with dev certificates under one CA, optionally behind the project's UDP relay,
+//! and drives them over HTTP. The lab binary, the cluster tests and the benchmarks all
+//! start topologies through it (`LabGroup` for one group, `Lab` for sites plus a hub).
 
 pub mod checker;
+pub mod lab;
 pub mod relay;
 pub mod rig;
 
@@ -15,6 +17,8 @@ use anyhow::{bail, Context};
 use serde_json::Value;
 
 use crate::relay::Relay;
+
+pub use crate::lab::{Lab, LabOptions};
 
 /// Longest a node may take to start serving.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -48,10 +52,52 @@ pub fn binary(name: &str, env: &str) -> anyhow::Result<PathBuf> {
     )
 }
 
+/// Which daemon a lab group runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupKind {
+    Edge,
+    Hub,
+}
+
+/// Where an edge group ships (its `[uplink]` section).
+#[derive(Clone, Debug)]
+pub struct UplinkOptions {
+    pub hub_group: String,
+    /// (hub node id, QUIC address as the edge dials it).
+    pub hubs: Vec<(u64, SocketAddr)>,
+    pub max_unshipped_bytes: String,
+    pub batch_delay: &'static str,
+    /// Bytes per second on the wire; 0: no cap.
+    pub max_bytes_per_second: u64,
+}
+
+impl UplinkOptions {
+    pub fn to(hub: &LabGroup) -> Self {
+        UplinkOptions {
+            hub_group: hub.options.site.clone(),
+            hubs: hub.nodes.iter().map(|n| (n.id, n.raft_advertise)).collect(),
+            max_unshipped_bytes: "1GiB".into(),
+            batch_delay: "5ms",
+            max_bytes_per_second: 0,
+        }
+    }
+}
+
 /// Timing and snapshot knobs of a lab group.
 #[derive(Clone, Debug)]
 pub struct GroupOptions {
+    pub kind: GroupKind,
+    /// The site (edge) or hub group name (hub).
     pub site: String,
+    /// Nodes bind QUIC on 127.0.0.(ip_base + id): groups of one lab get disjoint ranges, so
+    /// relays can cut links by source address.
+    pub ip_base: u32,
+    /// Copy the CA from this directory instead of making a new one (one CA per lab).
+    pub ca_dir: Option<PathBuf>,
+    /// Edge: ship to this hub group.
+    pub uplink: Option<UplinkOptions>,
+    /// Hub: the sites this group owns (empty: every site).
+    pub hub_sites: Vec<String>,
     pub heartbeat: &'static str,
     pub election_timeout: &'static str,
     pub snapshot_every_entries: u64,
@@ -66,7 +112,12 @@ pub struct GroupOptions {
 impl Default for GroupOptions {
     fn default() -> Self {
         GroupOptions {
+            kind: GroupKind::Edge,
             site: "site-1".into(),
+            ip_base: 10,
+            ca_dir: None,
+            uplink: None,
+            hub_sites: Vec::new(),
             heartbeat: "100ms",
             election_timeout: "1s",
             snapshot_every_entries: 10_000,
@@ -102,8 +153,9 @@ impl LabNode {
     }
 }
 
-/// A site's edge group of separate `openclaw-edge` processes.
-pub struct EdgeGroup {
+/// One Raft group of separate processes: a site's `openclaw-edge` nodes, or a hub group's
+/// `openclaw-hub` nodes.
+pub struct LabGroup {
     pub dir: PathBuf,
     pub options: GroupOptions,
     pub nodes: Vec<LabNode>,
@@ -111,8 +163,9 @@ pub struct EdgeGroup {
     pub http: reqwest::Client,
 }
 
-fn node_ip(id: u64) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10 + id as u8))
+fn node_ip(base: u32, id: u64) -> IpAddr {
+    let loopback = u32::from(Ipv4Addr::new(127, 0, 0, 0));
+    IpAddr::V4(Ipv4Addr::from(loopback + (base + id as u32) % (1 << 24)))
 }
 
 fn free_udp_port(ip: IpAddr) -> anyhow::Result<u16> {
@@ -125,14 +178,26 @@ fn free_tcp_port() -> anyhow::Result<u16> {
         .port())
 }
 
-impl EdgeGroup {
+impl LabGroup {
     /// Creates certificates and configs for nodes `1..=n` and starts them as one group.
-    pub async fn start(dir: &Path, n: u64, options: GroupOptions) -> anyhow::Result<EdgeGroup> {
-        let bin = binary("openclaw-edge", "OPENCLAW_EDGE_BIN")?;
+    pub async fn start(dir: &Path, n: u64, options: GroupOptions) -> anyhow::Result<LabGroup> {
+        let bin = match options.kind {
+            GroupKind::Edge => binary("openclaw-edge", "OPENCLAW_EDGE_BIN")?,
+            GroupKind::Hub => binary("openclaw-hub", "OPENCLAW_HUB_BIN")?,
+        };
         std::fs::create_dir_all(dir)?;
         let certs = dir.join("certs");
-        run(&bin, &["certs", "ca", "--dir"], &certs)?;
-        let mut group = EdgeGroup {
+        match &options.ca_dir {
+            Some(ca) => {
+                std::fs::create_dir_all(&certs)?;
+                for file in ["ca.pem", "ca.key"] {
+                    std::fs::copy(ca.join(file), certs.join(file))
+                        .with_context(|| format!("copying {file} from {}", ca.display()))?;
+                }
+            }
+            None => run(&bin, &["certs", "ca", "--dir"], &certs)?,
+        }
+        let mut group = LabGroup {
             dir: dir.to_owned(),
             options,
             nodes: Vec::new(),
@@ -155,7 +220,7 @@ impl EdgeGroup {
         dir: &Path,
         n: u64,
         options: GroupOptions,
-    ) -> anyhow::Result<EdgeGroup> {
+    ) -> anyhow::Result<LabGroup> {
         let group = Self::start(dir, n, options).await?;
         group.wait_ready(&group.ids()).await?;
         Ok(group)
@@ -176,7 +241,7 @@ impl EdgeGroup {
             ],
             &certs,
         )?;
-        let ip = node_ip(id);
+        let ip = node_ip(self.options.ip_base, id);
         let raft_listen = SocketAddr::new(ip, free_udp_port(ip)?);
         let relay = if self.options.relays {
             Some(Relay::start("127.0.0.1:0".parse()?, raft_listen).await?)
@@ -202,8 +267,12 @@ impl EdgeGroup {
         let node = self.node(id)?;
         let o = &self.options;
         let certs = self.dir.join("certs");
+        let name_key = match o.kind {
+            GroupKind::Edge => "site",
+            GroupKind::Hub => "group",
+        };
         let mut text = format!(
-            "[node]\nid = {id}\nsite = \"{}\"\ndata_dir = \"{}\"\n\n[raft]\nlisten = \"{}\"\nadvertise = \"{}\"\n\
+            "[node]\nid = {id}\n{name_key} = \"{}\"\ndata_dir = \"{}\"\n\n[raft]\nlisten = \"{}\"\nadvertise = \"{}\"\n\
              heartbeat_interval = \"{}\"\nelection_timeout = \"{}\"\nsnapshot_every_entries = {}\n\
              log_entries_kept_after_snapshot = {}\nkeep_alive = \"1s\"\nidle_timeout = \"5s\"\n\n\
              [http]\nlisten = \"{}\"\n\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\n\
@@ -235,6 +304,21 @@ impl EdgeGroup {
                 }
             }
             None => text.push_str("[cluster]\nbootstrap = false\n"),
+        }
+        if let Some(u) = &o.uplink {
+            text.push_str(&format!(
+                "\n[uplink]\nhub_group = \"{}\"\nmax_unshipped_bytes = \"{}\"\nbatch_delay = \"{}\"\nmax_bytes_per_second = {}\n",
+                u.hub_group, u.max_unshipped_bytes, u.batch_delay, u.max_bytes_per_second
+            ));
+            for (hub_id, addr) in &u.hubs {
+                text.push_str(&format!(
+                    "[[uplink.hubs]]\nid = {hub_id}\naddr = \"{addr}\"\n"
+                ));
+            }
+        }
+        if o.kind == GroupKind::Hub {
+            let sites: Vec<String> = o.hub_sites.iter().map(|s| format!("\"{s}\"")).collect();
+            text.push_str(&format!("\n[hub]\nsites = [{}]\n", sites.join(", ")));
         }
         std::fs::write(node.config_path(), text)?;
         Ok(())
@@ -410,6 +494,45 @@ impl EdgeGroup {
         Ok(())
     }
 
+    /// Drops every packet arriving at this group's nodes from `sources` (e.g. cut a site's
+    /// uplink at the hub's relays), or lets them through again.
+    pub fn block_sources(&self, sources: &[IpAddr], blocked: bool) -> anyhow::Result<()> {
+        for node in &self.nodes {
+            let relay = node
+                .relay
+                .as_ref()
+                .context("group started without relays")?;
+            for ip in sources {
+                if blocked {
+                    relay.control.block(*ip);
+                } else {
+                    relay.control.unblock(*ip);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The source addresses of this group's nodes.
+    pub fn ips(&self) -> Vec<IpAddr> {
+        self.nodes.iter().map(|n| n.ip()).collect()
+    }
+
+    /// JSON GET of `path` on node `id`.
+    pub async fn get_json(&self, id: u64, path: &str) -> anyhow::Result<Value> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url(id)))
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        if !status.is_success() {
+            bail!("GET {path} on node {id}: HTTP {status}: {body}");
+        }
+        Ok(body)
+    }
+
     pub fn heal(&self) {
         for node in &self.nodes {
             if let Some(relay) = &node.relay {
@@ -483,18 +606,24 @@ impl EdgeGroup {
             .with_context(|| format!("metric {name} not on node {id}"))
     }
 
-    /// `{"sites":[{"site":..,"nodes":[{"id","http","pid"}]}],"hub":[]}`.
-    pub fn endpoints(&self) -> Value {
-        let nodes: Vec<Value> = self
-            .nodes
+    /// `[{"id","http","pid"}]` of every node.
+    pub fn node_endpoints(&self) -> Vec<Value> {
+        self.nodes
             .iter()
             .map(|n| serde_json::json!({"id": n.id, "http": n.http, "pid": n.pid()}))
-            .collect();
-        serde_json::json!({"sites": [{"site": self.options.site, "nodes": nodes}], "hub": []})
+            .collect()
+    }
+
+    /// `{"sites":[{"site":..,"nodes":[{"id","http","pid"}]}],"hub":[]}` for a lone group.
+    pub fn endpoints(&self) -> Value {
+        serde_json::json!({
+            "sites": [{"site": self.options.site, "nodes": self.node_endpoints()}],
+            "hub": [],
+        })
     }
 }
 
-impl Drop for EdgeGroup {
+impl Drop for LabGroup {
     fn drop(&mut self) {
         for node in &mut self.nodes {
             if let Some(mut child) = node.child.take() {

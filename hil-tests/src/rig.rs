@@ -13,7 +13,7 @@ use reqwest::Method;
 
 use crate::checker::{check, Op, Operation, Outcome, Verdict};
 use crate::relay::Faults;
-use crate::EdgeGroup;
+use crate::LabGroup;
 
 /// Search budget of the checker per key.
 const CHECK_STEPS: u64 = 5_000_000;
@@ -187,7 +187,7 @@ fn signal(pid: u32, sig: &str) {
 }
 
 /// The applied seq every node reports, if they all report the same.
-async fn common_applied_seq(group: &EdgeGroup, ids: &[u64]) -> Option<u64> {
+async fn common_applied_seq(group: &LabGroup, ids: &[u64]) -> Option<u64> {
     let mut seqs = Vec::new();
     for &id in ids {
         seqs.push(group.status(id).await.ok()?["applied_seq"].as_u64()?);
@@ -208,7 +208,7 @@ pub fn group_options() -> crate::GroupOptions {
 }
 
 /// Runs the workload and the nemesis on `group` (started with relays), then checks.
-pub async fn run(group: &mut EdgeGroup, config: &RigConfig) -> anyhow::Result<RigReport> {
+pub async fn run(group: &mut LabGroup, config: &RigConfig) -> anyhow::Result<RigReport> {
     let ids = group.ids();
     let urls: Vec<String> = ids.iter().map(|id| group.url(*id)).collect();
     let started = Instant::now();

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use openclaw_hil_tests::{request, wait_until, Answer, EdgeGroup, GroupOptions};
+use openclaw_hil_tests::{request, wait_until, Answer, GroupOptions, LabGroup};
 use reqwest::Method;
 
 /// Fast timing for tests; generous limits for 2-core CI.
@@ -19,7 +19,7 @@ fn fast() -> GroupOptions {
 
 const CATCH_UP: Duration = Duration::from_secs(30);
 
-async fn put(g: &EdgeGroup, node: u64, key: &str, value: &str, headers: &[(&str, &str)]) -> Answer {
+async fn put(g: &LabGroup, node: u64, key: &str, value: &str, headers: &[(&str, &str)]) -> Answer {
     request(
         &g.http,
         Method::PUT,
@@ -35,7 +35,7 @@ async fn put(g: &EdgeGroup, node: u64, key: &str, value: &str, headers: &[(&str,
     })
 }
 
-async fn get(g: &EdgeGroup, node: u64, key: &str, consistency: &str) -> Answer {
+async fn get(g: &LabGroup, node: u64, key: &str, consistency: &str) -> Answer {
     request(
         &g.http,
         Method::GET,
@@ -53,7 +53,7 @@ async fn get(g: &EdgeGroup, node: u64, key: &str, consistency: &str) -> Answer {
 
 /// Writes `key=value` until acknowledged, retrying with one Idempotency-Key so a retry after
 /// an unknown outcome cannot write twice. Returns the acknowledged seq.
-async fn put_acked(g: &EdgeGroup, nodes: &[u64], key: &str, value: &str) -> u64 {
+async fn put_acked(g: &LabGroup, nodes: &[u64], key: &str, value: &str) -> u64 {
     let idem = format!("idem-{key}-{value}");
     let deadline = Instant::now() + CATCH_UP;
     let mut attempt = 0usize;
@@ -80,7 +80,7 @@ async fn put_acked(g: &EdgeGroup, nodes: &[u64], key: &str, value: &str) -> u64 
 }
 
 /// Waits until `node` (stale read) has every pair in `expected`.
-async fn wait_has_all(g: &EdgeGroup, node: u64, expected: &BTreeMap<String, String>) {
+async fn wait_has_all(g: &LabGroup, node: u64, expected: &BTreeMap<String, String>) {
     for (key, value) in expected {
         let what = format!("node {node} to have {key}={value}");
         wait_until(CATCH_UP, &what, || async {
@@ -92,16 +92,16 @@ async fn wait_has_all(g: &EdgeGroup, node: u64, expected: &BTreeMap<String, Stri
 }
 
 /// A started group of `n` nodes, every node serving; the directory lives as long as the guard.
-async fn group(n: u64, options: GroupOptions) -> (tempfile::TempDir, EdgeGroup) {
+async fn group(n: u64, options: GroupOptions) -> (tempfile::TempDir, LabGroup) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let g = EdgeGroup::start_ready(dir.path(), n, options)
+    let g = LabGroup::start_ready(dir.path(), n, options)
         .await
         .expect("start");
     (dir, g)
 }
 
 /// Asserts a linearizable read at `node` returns every acknowledged pair.
-async fn assert_reads(g: &EdgeGroup, node: u64, acked: &BTreeMap<String, String>) {
+async fn assert_reads(g: &LabGroup, node: u64, acked: &BTreeMap<String, String>) {
     for (key, value) in acked {
         let r = get(g, node, key, "linearizable").await;
         assert_eq!(
@@ -165,7 +165,7 @@ async fn a_node_behind_the_purged_log_catches_up_by_snapshot() {
         log_entries_kept_after_snapshot: 5,
         ..fast()
     };
-    let mut g = EdgeGroup::start_ready(dir.path(), 3, options)
+    let mut g = LabGroup::start_ready(dir.path(), 3, options)
         .await
         .expect("start");
     let leader = g.leader(&[1, 2, 3]).await.expect("leader");
@@ -423,7 +423,7 @@ async fn membership_grows_to_five_and_shrinks_to_three_under_writes() {
             .expect("writes continue");
         }
     };
-    let members = |g: &EdgeGroup| {
+    let members = |g: &LabGroup| {
         let url = format!("{}/v1/status", g.url(1));
         let http = g.http.clone();
         async move {
@@ -512,7 +512,7 @@ async fn membership_grows_to_five_and_shrinks_to_three_under_writes() {
 /// Writes a config for a rogue node that claims membership of the good group; returns the
 /// config's path and the rogue's HTTP URL.
 fn rogue_config(
-    g: &EdgeGroup,
+    g: &LabGroup,
     dir: &std::path::Path,
     id: u64,
     site: &str,
@@ -565,7 +565,7 @@ impl Drop for Rogues {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_with_foreign_or_other_site_certificates_cannot_join_or_vote() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let g = EdgeGroup::start_ready(&dir.path().join("good"), 3, fast())
+    let g = LabGroup::start_ready(&dir.path().join("good"), 3, fast())
         .await
         .expect("start");
     let leader = g.leader(&[1, 2, 3]).await.expect("leader");
@@ -894,7 +894,7 @@ async fn systemd_notifications_ready_watchdog_stopping() {
         ],
         ..fast()
     };
-    let mut g = EdgeGroup::start_ready(&dir.path().join("group"), 1, options)
+    let mut g = LabGroup::start_ready(&dir.path().join("group"), 1, options)
         .await
         .expect("start");
     let mut buf = [0u8; 512];

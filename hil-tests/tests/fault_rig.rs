@@ -5,13 +5,13 @@
 use std::time::Duration;
 
 use openclaw_hil_tests::rig::{group_options, run, RigConfig};
-use openclaw_hil_tests::EdgeGroup;
+use openclaw_hil_tests::LabGroup;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_fault_run_finds_no_violation() {
     let dir = tempfile::tempdir().expect("tempdir");
     let options = group_options();
-    let mut group = EdgeGroup::start_ready(dir.path(), 3, options)
+    let mut group = LabGroup::start_ready(dir.path(), 3, options)
         .await
         .expect("start");
     let config = RigConfig {

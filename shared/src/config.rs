@@ -4,6 +4,7 @@
 //! error names the file and the key. Product-specific composition (which sections a daemon
 //! has, and cross-field rules) lives in each daemon's own `config` module.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,8 @@ use std::time::Duration;
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
 
+use crate::limits::{MAX_GROUP_SIZE, MIN_IDEMPOTENCY_WINDOW_SECS};
+use crate::types::{NodeAddr, NodeId};
 use crate::units::{parse_duration, parse_size};
 
 /// A config file could not be read or is invalid. Every variant names the file.
@@ -45,7 +48,7 @@ pub fn load_toml<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
 }
 
 /// A byte size written with a unit in config (`"64MiB"`), or a bare integer of bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ByteSize(pub u64);
 
 impl<'de> Deserialize<'de> for ByteSize {
@@ -82,7 +85,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
 pub struct SiteId(String);
 
 impl SiteId {
-    pub const MAX_LEN: usize = 32;
+    pub const MAX_LEN: usize = crate::limits::MAX_SITE_ID_BYTES;
 
     pub fn parse(text: &str) -> Result<Self, String> {
         let valid = !text.is_empty()
@@ -300,6 +303,148 @@ pub mod defaults {
     }
     pub fn worker_threads() -> usize {
         1
+    }
+}
+
+/// `[cluster]`: how this node's group comes to be.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Initialise a new group from `members` when the store is empty.
+    #[serde(default)]
+    pub bootstrap: bool,
+    #[serde(default)]
+    pub members: Vec<MemberEntry>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberEntry {
+    pub id: NodeId,
+    pub raft: String,
+    pub http: String,
+}
+
+impl MemberEntry {
+    pub fn addr(&self) -> NodeAddr {
+        NodeAddr {
+            raft: self.raft.clone(),
+            http: self.http.clone(),
+        }
+    }
+}
+
+/// `[api]`: client API behaviour.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// A write not committed within this is answered 503 (it may still commit: retry with
+    /// the same Idempotency-Key).
+    #[serde(default = "api_defaults::write_timeout")]
+    pub write_timeout: HumanDuration,
+    /// A linearizable read that cannot confirm the leader within this is answered 503.
+    #[serde(default = "api_defaults::read_timeout")]
+    pub read_timeout: HumanDuration,
+    /// How long an Idempotency-Key is remembered (at least 10 minutes).
+    #[serde(default = "api_defaults::idempotency_window")]
+    pub idempotency_window: HumanDuration,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            write_timeout: api_defaults::write_timeout(),
+            read_timeout: api_defaults::read_timeout(),
+            idempotency_window: api_defaults::idempotency_window(),
+        }
+    }
+}
+
+mod api_defaults {
+    use super::*;
+    pub fn write_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(5))
+    }
+    pub fn read_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(5))
+    }
+    pub fn idempotency_window() -> HumanDuration {
+        HumanDuration(Duration::from_secs(MIN_IDEMPOTENCY_WINDOW_SECS))
+    }
+}
+
+/// Checks the sections every group member has: a node id, the bootstrap members, the API.
+pub fn validate_group(
+    path: &Path,
+    node_id: u64,
+    cluster: &ClusterSection,
+    api: &ApiSection,
+) -> Result<(), ConfigError> {
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        path: path.to_owned(),
+        key: key.to_owned(),
+        message,
+    };
+    if node_id == 0 {
+        return Err(invalid("node.id", "must be >= 1".into()));
+    }
+    if cluster.bootstrap {
+        if cluster.members.is_empty() {
+            return Err(invalid(
+                "cluster.members",
+                "bootstrap = true needs the initial members".into(),
+            ));
+        }
+        if cluster.members.len() > MAX_GROUP_SIZE {
+            return Err(invalid(
+                "cluster.members",
+                format!(
+                    "{} members; a group has at most {MAX_GROUP_SIZE}",
+                    cluster.members.len()
+                ),
+            ));
+        }
+        let ids: BTreeSet<u64> = cluster.members.iter().map(|m| m.id).collect();
+        if ids.len() != cluster.members.len() {
+            return Err(invalid("cluster.members", "duplicate member id".into()));
+        }
+        if !ids.contains(&node_id) {
+            return Err(invalid(
+                "cluster.members",
+                format!("must include this node (node.id = {node_id})"),
+            ));
+        }
+    }
+    if api.idempotency_window.0.as_secs() < MIN_IDEMPOTENCY_WINDOW_SECS {
+        return Err(invalid(
+            "api.idempotency_window",
+            format!("must be at least {MIN_IDEMPOTENCY_WINDOW_SECS}s"),
+        ));
+    }
+    Ok(())
+}
+
+/// The client API binds to loopback only until it has TLS and tokens (DESIGN.md §5).
+pub fn validate_http(path: &Path, http: &HttpSection) -> Result<(), ConfigError> {
+    if http.listen.ip().is_loopback() {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid {
+        path: path.to_owned(),
+        key: "http.listen".into(),
+        message: format!(
+            "{} is not a loopback address; the client API has no TLS or token \
+             authentication yet, so it only binds to loopback",
+            http.listen
+        ),
+    })
+}
+
+/// Makes `p` absolute against the directory of the config file it came from.
+pub fn resolve_relative(config_path: &Path, p: &mut PathBuf) {
+    if p.is_relative() {
+        let base = config_path.parent().map(PathBuf::from).unwrap_or_default();
+        *p = base.join(&*p);
     }
 }
 

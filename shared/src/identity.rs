@@ -49,6 +49,28 @@ impl NodeIdentity {
         }
     }
 
+    pub fn hub(group: SiteId, node_id: u64) -> Self {
+        NodeIdentity {
+            role: Role::Hub,
+            site: group,
+            node_id,
+        }
+    }
+
+    /// Another member of this node's group.
+    pub fn peer(&self, node_id: u64) -> Self {
+        NodeIdentity {
+            role: self.role,
+            site: self.site.clone(),
+            node_id,
+        }
+    }
+
+    /// Whether `other` belongs to the same Raft group (same role and site or hub group).
+    pub fn same_group(&self, other: &NodeIdentity) -> bool {
+        self.role == other.role && self.site == other.site
+    }
+
     /// The DNS name in the certificate, also used as the TLS server name when dialling.
     pub fn dns_name(&self) -> String {
         format!(

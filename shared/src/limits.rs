@@ -56,6 +56,21 @@ pub const MAX_SHIP_BATCH_EVENTS: usize = 4096;
 /// decompression bomb costs at most this much memory.
 pub const MAX_SHIP_BATCH_RAW_BYTES: usize = 8 * 1024 * 1024;
 
+/// Longest site id, in bytes (`[a-z0-9-]{1,32}`, DESIGN.md §1).
+pub const MAX_SITE_ID_BYTES: usize = 32;
+
+/// Raw bytes the edge shipper puts in one batch before it closes it (one event may take a
+/// batch past it; the event limit keeps even that batch under `MAX_SHIP_BATCH_RAW_BYTES`
+/// and, compressed or not, under the frame and hub log-entry budget).
+pub const SHIP_BATCH_TARGET_BYTES: usize = 1024 * 1024;
+
+/// Outbox entries removed per applied command once the hub has them: bounds the work of one
+/// apply (the rest goes with the following applies).
+pub const OUTBOX_COMPACT_PER_APPLY: usize = 4096;
+
+/// Most sites one hub group owns (bounds the status listing and the per-site state).
+pub const MAX_SITES_PER_GROUP: usize = 10_000;
+
 /// zstd level of shipping batches: fast on gateway CPUs, most of the gain on JSON telemetry.
 pub const SHIP_ZSTD_LEVEL: i32 = 3;
 
@@ -64,4 +79,13 @@ const _: () =
     assert!(MAX_KEY_BYTES + MAX_VALUE_BYTES + ENTRY_OVERHEAD_BYTES < MAX_SHIP_BATCH_RAW_BYTES);
 const _: () = assert!(MAX_HTTP_BODY_BYTES < MAX_FRAME_BYTES);
 const _: () = assert!(SNAPSHOT_CHUNK_BYTES < MAX_FRAME_BYTES);
+const _: () = assert!(
+    SHIP_BATCH_TARGET_BYTES + MAX_KEY_BYTES + MAX_VALUE_BYTES + ENTRY_OVERHEAD_BYTES
+        < MAX_SHIP_BATCH_RAW_BYTES
+);
+// A batch the shipper builds fits one frame and one hub log entry even uncompressed.
+const _: () = assert!(
+    SHIP_BATCH_TARGET_BYTES + MAX_KEY_BYTES + MAX_VALUE_BYTES + 2 * ENTRY_OVERHEAD_BYTES
+        < MAX_FRAME_BYTES
+);
 const _: () = assert!(DEFAULT_PAGE_ITEMS <= MAX_PAGE_ITEMS);

@@ -165,6 +165,43 @@ pub static SHARED: SharedMetrics = SharedMetrics {
     ),
 };
 
+/// Metrics of a Raft group member (`group::GroupNode`), edge or hub.
+pub struct GroupMetrics {
+    pub write_latency: Histogram,
+    pub read_barrier_latency: Histogram,
+    pub forwarded_writes: Counter,
+    pub elections: Counter,
+    pub leader_changes: Counter,
+    pub commits: Counter,
+}
+
+pub static GROUP: GroupMetrics = GroupMetrics {
+    write_latency: Histogram::new(
+        "openclaw_write_seconds",
+        "Client write latency (accepted to answered)",
+    ),
+    read_barrier_latency: Histogram::new(
+        "openclaw_read_barrier_seconds",
+        "Time to confirm a linearizable read (read index)",
+    ),
+    forwarded_writes: Counter::new(
+        "openclaw_forwarded_writes_total",
+        "Writes forwarded to the leader",
+    ),
+    elections: Counter::new(
+        "openclaw_raft_elections_total",
+        "Term changes seen by this node",
+    ),
+    leader_changes: Counter::new(
+        "openclaw_raft_leader_changes_total",
+        "Changes of the leader this node knows (including to none)",
+    ),
+    commits: Counter::new(
+        "openclaw_writes_committed_total",
+        "Writes this node proposed or forwarded that were committed",
+    ),
+};
+
 impl SharedMetrics {
     pub fn render(&self, out: &mut String) {
         self.peer_rejected.render(out);
@@ -173,6 +210,12 @@ impl SharedMetrics {
         self.fsync_latency.render(out);
         self.snapshots_built.render(out);
         self.snapshots_installed.render(out);
+        GROUP.write_latency.render(out);
+        GROUP.read_barrier_latency.render(out);
+        GROUP.forwarded_writes.render(out);
+        GROUP.elections.render(out);
+        GROUP.leader_changes.render(out);
+        GROUP.commits.render(out);
     }
 }
 

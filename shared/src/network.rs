@@ -21,7 +21,6 @@ use openraft::raft::{
 };
 use openraft::{EntryPayload, RaftNetworkV2};
 
-use crate::config::SiteId;
 use crate::identity::NodeIdentity;
 use crate::limits::{ENTRY_OVERHEAD_BYTES, MAX_FRAME_BYTES};
 use crate::store::SnapshotData;
@@ -39,12 +38,13 @@ const APPEND_BUDGET_BYTES: usize = MAX_FRAME_BYTES / 2;
 #[derive(Clone)]
 pub struct NetworkFactory {
     transport: Arc<Transport>,
-    site: SiteId,
+    /// This node; peers are the other members of its group.
+    own: NodeIdentity,
 }
 
 impl NetworkFactory {
-    pub fn new(transport: Arc<Transport>, site: SiteId) -> Self {
-        NetworkFactory { transport, site }
+    pub fn new(transport: Arc<Transport>, own: NodeIdentity) -> Self {
+        NetworkFactory { transport, own }
     }
 }
 
@@ -54,7 +54,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     async fn new_client(&mut self, target: NodeId, node: &NodeAddr) -> PeerClient {
         PeerClient {
             transport: self.transport.clone(),
-            peer: NodeIdentity::edge(self.site.clone(), target),
+            peer: self.own.peer(target),
             addr: node.raft.clone(),
         }
     }
@@ -90,6 +90,8 @@ fn estimated_bytes(entry: &Entry) -> usize {
                 crate::types::Op::Put { key, value, .. } => key.len() + value.len(),
                 crate::types::Op::Delete { key, .. } => key.len(),
                 crate::types::Op::Append { stream, data } => stream.len() + data.len(),
+                crate::types::Op::Ingest { batch } => batch.len(),
+                crate::types::Op::Shipped { .. } | crate::types::Op::Fence { .. } => 0,
             };
             body + command.idempotency.as_ref().map_or(0, |i| i.key.len()) + ENTRY_OVERHEAD_BYTES
         }

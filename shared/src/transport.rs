@@ -92,7 +92,15 @@ pub trait RpcHandler: Send + Sync + 'static {
         request: Request,
         recv: RecvStream,
         send: SendStream,
-    ) -> impl Future<Output = ()> + Send;
+    ) -> impl Future<Output = StreamEnd> + Send;
+}
+
+/// How a streaming request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamEnd {
+    Finished,
+    /// The peer sent something malformed or forbidden: close its whole connection.
+    Misbehaved,
 }
 
 /// Timing of QUIC connections.
@@ -474,7 +482,9 @@ async fn serve_stream<H: RpcHandler>(
         }
     };
     if request.is_streaming() {
-        handler.handle_stream(peer, request, recv, send).await;
+        if handler.handle_stream(peer, request, recv, send).await == StreamEnd::Misbehaved {
+            conn.close(VarInt::from_u32(CLOSE_BAD_FRAME), b"bad frame");
+        }
         return;
     }
     let response = handler.handle(peer, request, &mut recv).await;

@@ -47,6 +47,11 @@ pub struct Command {
     /// the clock of idempotency expiry. The state machine never lets HLC go backwards.
     pub proposed_ms: u64,
     pub idempotency: Option<IdempotencyKey>,
+    /// Set by an edge group that ships to a hub: the event is kept in the outbox until the
+    /// hub has it, and refused with `BacklogFull` if the outbox would exceed this many bytes.
+    /// `None`: the group does not ship (no outbox record). Carried in the command so every
+    /// replica decides alike.
+    pub backlog_limit: Option<u64>,
     pub op: Op,
 }
 
@@ -79,6 +84,17 @@ pub enum Op {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
+    /// Edge: the hub holds every event through `through` (its shipped-through); the outbox
+    /// may drop them. Takes no seq.
+    Shipped { through: u64 },
+    /// Edge: the hub holds a newer epoch for this site. Every later write is refused.
+    Fence { epoch: u64 },
+    /// Hub: one shipping batch as received (`ship::codec` bytes, validated before it was
+    /// proposed), applied by `ship::rules`.
+    Ingest {
+        #[serde(with = "serde_bytes")]
+        batch: Vec<u8>,
+    },
 }
 
 impl fmt::Debug for Op {
@@ -102,6 +118,9 @@ impl fmt::Debug for Op {
                 )
             }
             Op::Append { stream, data } => write!(f, "Append({stream}, {} bytes)", data.len()),
+            Op::Shipped { through } => write!(f, "Shipped(through {through})"),
+            Op::Fence { epoch } => write!(f, "Fence(epoch {epoch})"),
+            Op::Ingest { batch } => write!(f, "Ingest({} bytes)", batch.len()),
         }
     }
 }
@@ -135,6 +154,17 @@ pub enum CommandResponse {
     NotFound,
     /// Result of a blank or membership entry (no client waits on it).
     Empty,
+    /// The outbox holds `bytes` unshipped bytes; this write would take it past `limit`.
+    BacklogFull {
+        bytes: u64,
+        limit: u64,
+    },
+    /// The group was fenced by the hub at `epoch`: it no longer owns the site's writes.
+    Fenced {
+        epoch: u64,
+    },
+    /// The hub's answer to an `Ingest`.
+    Ship(crate::ship::ShipReply),
 }
 
 impl CommandResponse {
@@ -146,7 +176,10 @@ impl CommandResponse {
             | CommandResponse::Appended { seq, .. } => Some(*seq),
             CommandResponse::RevisionMismatch { .. }
             | CommandResponse::NotFound
-            | CommandResponse::Empty => None,
+            | CommandResponse::Empty
+            | CommandResponse::BacklogFull { .. }
+            | CommandResponse::Fenced { .. }
+            | CommandResponse::Ship(_) => None,
         }
     }
 }

@@ -106,12 +106,26 @@ pub enum Request {
     /// Opens a pipelined replication stream: AppendEntries frames follow from the leader,
     /// `StreamAppendResult` frames come back in order, until either side finishes.
     StreamAppend,
+    /// Opens a shipping session (edge leader → hub, DESIGN.md §3.3): the hub answers a
+    /// `ShipReply` (its shipped-through for the site, or Fenced), then one `ShipReply` per
+    /// `ShipFrame` the edge sends, in order.
+    ShipOpen {
+        site: String,
+        epoch: u64,
+    },
+}
+
+/// One shipping batch on a session: `ship::codec` bytes (compressed, bounded by the frame).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ShipFrame {
+    #[serde(with = "serde_bytes")]
+    pub batch: Vec<u8>,
 }
 
 impl Request {
     /// Requests that keep their stream open for many frames each way.
     pub fn is_streaming(&self) -> bool {
-        matches!(self, Request::StreamAppend)
+        matches!(self, Request::StreamAppend | Request::ShipOpen { .. })
     }
 }
 

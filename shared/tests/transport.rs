@@ -41,7 +41,8 @@ impl RpcHandler for Echo {
         _: Request,
         _: RecvStream,
         _: quinn::SendStream,
-    ) {
+    ) -> shared::transport::StreamEnd {
+        shared::transport::StreamEnd::Finished
     }
 }
 

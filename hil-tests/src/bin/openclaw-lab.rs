@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use openclaw_hil_tests::{EdgeGroup, GroupOptions};
+use openclaw_hil_tests::lab::site_name;
+use openclaw_hil_tests::{Lab, LabOptions};
 
 #[derive(Parser)]
 #[command(
@@ -25,12 +26,15 @@ enum LabCommand {
         /// Edge nodes per site (1, 3 or 5 are the usual sizes; at most 7).
         #[arg(long, default_value_t = 3)]
         edge_nodes: u64,
-        /// Number of sites (only 1 until the hub exists).
+        /// Number of sites (each its own edge group).
         #[arg(long, default_value_t = 1)]
         sites: u64,
-        /// Hub nodes (only 0 until the hub exists).
+        /// Hub nodes (0: no hub; the sites then ship nothing).
         #[arg(long, default_value_t = 0)]
         hub_nodes: u64,
+        /// Unshipped bytes each site keeps at most before refusing writes (with a hub).
+        #[arg(long, default_value = "1GiB")]
+        max_unshipped_bytes: String,
         /// Directory for certificates, configs, data and logs.
         #[arg(long)]
         dir: PathBuf,
@@ -65,7 +69,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// Values clap accepts but this lab cannot run yet: usage errors (exit 2).
+/// Values clap accepts but a lab cannot run: usage errors (exit 2).
 fn check_usage(command: &LabCommand) -> Result<(), String> {
     let LabCommand::Up {
         edge_nodes,
@@ -73,14 +77,12 @@ fn check_usage(command: &LabCommand) -> Result<(), String> {
         hub_nodes,
         ..
     } = command;
-    if *sites != 1 {
-        return Err(format!(
-            "--sites {sites}: only one site is supported until the hub exists"
-        ));
+    if !(1..=200).contains(sites) {
+        return Err(format!("--sites {sites}: 1 to 200 sites"));
     }
-    if *hub_nodes != 0 {
+    if *hub_nodes > 7 {
         return Err(format!(
-            "--hub-nodes {hub_nodes}: the hub is not implemented yet"
+            "--hub-nodes {hub_nodes}: a hub group has 0 to 7 nodes"
         ));
     }
     if !(1..=7).contains(edge_nodes) {
@@ -93,28 +95,56 @@ fn check_usage(command: &LabCommand) -> Result<(), String> {
 
 async fn run(command: LabCommand) -> anyhow::Result<()> {
     let LabCommand::Up {
-        edge_nodes, dir, ..
+        edge_nodes,
+        sites,
+        hub_nodes,
+        max_unshipped_bytes,
+        dir,
     } = command;
     let dir = std::path::absolute(&dir).context("resolving --dir")?;
-    let mut group =
-        EdgeGroup::start(&dir.join("site-1"), edge_nodes, GroupOptions::default()).await?;
-    group.wait_ready(&group.ids()).await?;
-    let endpoints = group.endpoints();
+    let options = LabOptions {
+        sites,
+        edge_nodes,
+        hub_nodes,
+        max_unshipped_bytes,
+        ..LabOptions::default()
+    };
+    let mut lab = Lab::start(&dir, options).await?;
+    let endpoints = lab.endpoints();
     let path = dir.join("endpoints.json");
     let tmp = dir.join("endpoints.json.tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(&endpoints)?)?;
     std::fs::rename(&tmp, &path)?;
-    println!("site-1: {edge_nodes} edge node(s) serving");
-    for node in &group.nodes {
+    for (i, group) in lab.sites.iter().enumerate() {
         println!(
-            "  node {}: {} (pid {})",
-            node.id,
-            node.http,
-            node.pid().unwrap_or(0)
+            "{}: {edge_nodes} edge node(s) serving",
+            site_name(i as u64 + 1)
         );
+        for node in &group.nodes {
+            println!(
+                "  node {}: {} (pid {})",
+                node.id,
+                node.http,
+                node.pid().unwrap_or(0)
+            );
+        }
+    }
+    if let Some(hub) = &lab.hub {
+        println!(
+            "hub ({}): {hub_nodes} node(s) serving; every site ships to it",
+            hub.options.site
+        );
+        for node in &hub.nodes {
+            println!(
+                "  node {}: {} (pid {})",
+                node.id,
+                node.http,
+                node.pid().unwrap_or(0)
+            );
+        }
     }
     println!(
-        "endpoints: {}\nlogs: {}/site-1/node-*/node.log\nCtrl-C stops the lab.",
+        "endpoints: {}\nlogs: {}/<site or hub-1>/node-*/node.log\nCtrl-C stops the lab.",
         path.display(),
         dir.display()
     );
@@ -126,7 +156,7 @@ async fn run(command: LabCommand) -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     println!("stopping");
-    match group.stop_all().await {
+    match lab.stop_all().await {
         Ok(killed) if killed.is_empty() => {}
         Ok(killed) => eprintln!(
             "warning: node(s) {killed:?} did not exit within {:?} of SIGTERM and were killed",

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use openclaw_hil_tests::rig::{group_options, run, RigConfig};
-use openclaw_hil_tests::EdgeGroup;
+use openclaw_hil_tests::LabGroup;
 
 #[derive(Parser)]
 #[command(
@@ -49,7 +49,7 @@ async fn main() -> ExitCode {
             fault_interval: Duration::from_secs(args.fault_interval),
             seed,
         };
-        let report = match EdgeGroup::start_ready(dir.path(), 3, options).await {
+        let report = match LabGroup::start_ready(dir.path(), 3, options).await {
             Ok(mut group) => run(&mut group, &config).await,
             Err(e) => Err(e),
         };

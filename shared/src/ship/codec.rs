@@ -19,6 +19,8 @@ pub struct ShipBatch {
     pub site: String,
     pub epoch: u64,
     pub first_seq: u64,
+    /// The edge's newest committed seq when it sent the batch (the hub's lag figure).
+    pub head_seq: u64,
     pub events: Vec<ShippedEvent>,
 }
 
@@ -122,6 +124,7 @@ mod tests {
             site: "plant-7".into(),
             epoch: 1,
             first_seq: 100,
+            head_seq: 100 + n,
             events: (0..n)
                 .map(|i| ShippedEvent {
                     seq: 100 + i,

@@ -102,17 +102,27 @@ impl ShipperSession {
         retry_at
     }
 
+    /// The seq the next batch starts at, if a batch may be sent now (the caller then reads
+    /// the events and reserves exactly those with `next_batch`).
+    pub fn sendable_from(&self, committed_through: u64) -> Option<u64> {
+        (self.phase == Phase::Streaming
+            && self.in_flight.len() < MAX_BATCHES_IN_FLIGHT
+            && self.next_to_send <= committed_through)
+            .then_some(self.next_to_send)
+    }
+
+    /// Batches sent and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
     /// The next batch's seq range, if one may be sent now: at most `max_events` events, none
     /// beyond `committed_through`.
     pub fn next_batch(&mut self, committed_through: u64, max_events: u64) -> Option<(u64, u64)> {
-        if self.phase != Phase::Streaming
-            || self.in_flight.len() >= MAX_BATCHES_IN_FLIGHT
-            || self.next_to_send > committed_through
-            || max_events == 0
-        {
+        let first = self.sendable_from(committed_through)?;
+        if max_events == 0 {
             return None;
         }
-        let first = self.next_to_send;
         let last = committed_through.min(first + max_events - 1);
         self.in_flight.push_back((first, last));
         self.next_to_send = last + 1;

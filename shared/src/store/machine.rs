@@ -6,7 +6,6 @@
 //! from the durable `applied` up to the saved `committed`. A snapshot is a fjall view of the
 //! state machine (no IO); it is written out only when sent to a follower.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures::{Stream, TryStreamExt};
@@ -16,7 +15,7 @@ use tracing::{info, warn};
 
 use super::codec::encode;
 use super::snapshot::{self, LazySnapshot, SnapshotData};
-use super::state::{apply_command, load_meta, SmMeta, StateReader, SM_META_KEY};
+use super::state::{apply_command, load_meta, Published, SmMeta, StateReader, SM_META_KEY};
 use super::{Store, StoreError};
 use crate::metrics::SHARED;
 use crate::types::{CommandResponse, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
@@ -24,7 +23,7 @@ use crate::types::{CommandResponse, LogId, Snapshot, SnapshotMeta, StoredMembers
 pub struct StateMachine {
     store: Store,
     meta: SmMeta,
-    applied_seq: Arc<AtomicU64>,
+    published: Arc<Published>,
 }
 
 impl StateMachine {
@@ -35,36 +34,32 @@ impl StateMachine {
             warn!("finishing a snapshot install interrupted by a crash");
             meta = snapshot::redo_install(&store.ks, &store.snapshot_dir)?;
         }
-        let applied_seq = Arc::new(AtomicU64::new(meta.last_seq));
-        let reader = StateReader {
-            ks: store.ks.clone(),
-            applied_seq: applied_seq.clone(),
-        };
+        let published = Published::new(&meta);
+        let reader = StateReader::new(store.ks.clone(), published.clone());
         Ok((
             StateMachine {
                 store,
                 meta,
-                applied_seq,
+                published,
             },
             reader,
         ))
     }
 
     fn publish(&self) {
-        self.applied_seq
-            .store(self.meta.last_seq, Ordering::Release);
+        self.published.set(&self.meta);
     }
 
     /// A snapshot of the state as applied now: a fjall view, no IO.
     fn lazy_snapshot(&self) -> Snapshot<SnapshotData> {
         Snapshot {
             meta: snapshot::meta_of(&self.meta),
-            snapshot: SnapshotData::Lazy(LazySnapshot {
+            snapshot: SnapshotData::Lazy(Box::new(LazySnapshot {
                 ks: self.store.ks.clone(),
                 view: self.store.ks.db.snapshot(),
                 sm: self.meta.clone(),
                 dir: self.store.snapshot_dir.clone(),
-            }),
+            })),
         }
     }
 }

@@ -22,7 +22,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 pub use self::log::{LogReader, LogStore};
 pub use self::machine::StateMachine;
 pub use self::snapshot::{SnapshotData, SnapshotFile};
-pub use self::state::{KvItem, StateReader, StreamEvent};
+pub use self::state::{FeedEvent, KvItem, ShipStatus, SiteRecord, StateReader, StreamEvent};
 pub use self::syncer::Syncer;
 
 use crate::config::StorageSection;
@@ -64,6 +64,12 @@ pub(crate) struct Keyspaces {
     pub idem: Keyspace,
     /// Idempotency expiry index: expires_ms (u64 BE) ‖ key → ().
     pub idem_exp: Keyspace,
+    /// Edge: events not yet known to be at the hub, seq (u64 BE) → encoded `ShippedEvent`.
+    pub outbox: Keyspace,
+    /// Hub: the merged feed of all sites, cursor (u64 BE) → encoded `FeedEvent`.
+    pub feed: Keyspace,
+    /// Hub: shipping state of each site, site id → encoded `SiteRecord`.
+    pub sites: Keyspace,
 }
 
 /// An open node store: the database and the group-commit thread.
@@ -106,6 +112,9 @@ impl Store {
             streams: open("streams")?,
             idem: open("idem")?,
             idem_exp: open("idem_exp")?,
+            outbox: open("outbox")?,
+            feed: open("feed")?,
+            sites: open("sites")?,
             db,
         };
         let syncer = Syncer::start(ks.db.clone());

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::codec::{decode, encode};
 use super::state::{SmMeta, SM_META_KEY};
 use super::{Keyspaces, StoreError};
-use crate::limits::{MAX_KEY_BYTES, MAX_STREAM_NAME_BYTES, MAX_VALUE_BYTES};
+use crate::limits::{MAX_KEY_BYTES, MAX_SITE_ID_BYTES, MAX_STREAM_NAME_BYTES, MAX_VALUE_BYTES};
 use crate::types::SnapshotMeta;
 
 const MAGIC: &[u8; 8] = b"OCSNAP01";
@@ -31,11 +31,17 @@ const TAG_KV: u8 = 1;
 const TAG_STREAM: u8 = 2;
 const TAG_IDEM: u8 = 3;
 const TAG_IDEM_EXP: u8 = 4;
+const TAG_OUTBOX: u8 = 5;
+const TAG_FEED: u8 = 6;
+const TAG_SITES: u8 = 7;
 const TAG_END: u8 = 0xff;
-/// Longest record key: a stream name, separator and seq, or an idempotency index key.
-const MAX_RECORD_KEY_BYTES: usize = MAX_KEY_BYTES + MAX_STREAM_NAME_BYTES + 16;
-/// Longest record value: a value with its 8-byte revision or HLC prefix.
-const MAX_RECORD_VALUE_BYTES: usize = MAX_VALUE_BYTES + 1024;
+/// Longest record key: a site namespace, then a stream name, separator and seq, or an
+/// idempotency index key.
+const MAX_RECORD_KEY_BYTES: usize =
+    MAX_SITE_ID_BYTES + 1 + MAX_KEY_BYTES + MAX_STREAM_NAME_BYTES + 16;
+/// Longest record value: a value with its 8-byte revision or HLC prefix, or an encoded
+/// outbox/feed event (value plus key, stream and site names).
+const MAX_RECORD_VALUE_BYTES: usize = MAX_VALUE_BYTES + MAX_KEY_BYTES + 4096;
 const MAX_HEADER_BYTES: usize = 1024 * 1024;
 /// Records per write batch while installing.
 const INSTALL_BATCH_RECORDS: usize = 1024;
@@ -72,7 +78,7 @@ impl SnapshotFile {
 /// What openraft holds as snapshot data.
 pub enum SnapshotData {
     /// A view of this node's own state machine, not yet written anywhere.
-    Lazy(LazySnapshot),
+    Lazy(Box<LazySnapshot>),
     /// A snapshot file (received from a leader, or a materialized view being sent).
     File(SnapshotFile),
 }
@@ -156,6 +162,20 @@ pub(crate) fn meta_of(sm: &SmMeta) -> SnapshotMeta {
     }
 }
 
+/// The state machine keyspaces a snapshot holds, each with its record tag (`sm_meta` travels
+/// in the header).
+fn sections(ks: &Keyspaces) -> [(u8, &Keyspace); 7] {
+    [
+        (TAG_KV, &ks.kv),
+        (TAG_STREAM, &ks.streams),
+        (TAG_IDEM, &ks.idem),
+        (TAG_IDEM_EXP, &ks.idem_exp),
+        (TAG_OUTBOX, &ks.outbox),
+        (TAG_FEED, &ks.feed),
+        (TAG_SITES, &ks.sites),
+    ]
+}
+
 /// Writes `view` (a consistent fjall snapshot whose state is `sm`) to a new file in `dir`.
 /// No fsync: the file is a copy for sending; the receiver verifies and syncs it.
 fn write(
@@ -182,13 +202,7 @@ fn write(
     out.write_all(&(header.len() as u32).to_be_bytes())
         .map_err(io)?;
     out.write_all(&header).map_err(io)?;
-    let sections: [(u8, &Keyspace); 4] = [
-        (TAG_KV, &ks.kv),
-        (TAG_STREAM, &ks.streams),
-        (TAG_IDEM, &ks.idem),
-        (TAG_IDEM_EXP, &ks.idem_exp),
-    ];
-    for (tag, keyspace) in sections {
+    for (tag, keyspace) in sections(ks) {
         for guard in view.iter(keyspace) {
             let (key, value) = guard.into_inner()?;
             write_record(&mut out, tag, &key, &value).map_err(io)?;
@@ -322,20 +336,18 @@ fn replace_state(ks: &Keyspaces, path: &Path) -> Result<SmMeta, StoreError> {
     ks.sm_meta.insert(SM_META_KEY, encode(&pending)?)?;
     ks.db.persist(fjall::PersistMode::SyncData)?;
 
-    for keyspace in [&ks.kv, &ks.streams, &ks.idem, &ks.idem_exp] {
+    for (_, keyspace) in sections(ks) {
         keyspace.clear()?;
     }
     let mut batch = ks.db.batch();
     loop {
         let mut tag = [0u8; 1];
         reader.read_exact(&mut tag).map_err(io)?;
-        let keyspace = match tag[0] {
-            TAG_KV => &ks.kv,
-            TAG_STREAM => &ks.streams,
-            TAG_IDEM => &ks.idem,
-            TAG_IDEM_EXP => &ks.idem_exp,
-            TAG_END => break,
-            other => return Err(corrupt(path, format!("unknown record tag {other}"))),
+        if tag[0] == TAG_END {
+            break;
+        }
+        let Some((_, keyspace)) = sections(ks).into_iter().find(|(t, _)| *t == tag[0]) else {
+            return Err(corrupt(path, format!("unknown record tag {}", tag[0])));
         };
         let key_len = read_len(path, &mut reader, MAX_RECORD_KEY_BYTES)?;
         let mut key = vec![0u8; key_len];

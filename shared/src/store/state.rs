@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::codec::{decode, encode, read_u64, u64_key};
 use super::{Keyspaces, StoreError};
-use crate::limits::IDEMPOTENCY_EXPIRE_PER_APPLY;
+use crate::limits::{IDEMPOTENCY_EXPIRE_PER_APPLY, OUTBOX_COMPACT_PER_APPLY};
+use crate::ship::rules::{decide, Decision, SiteShipState};
+use crate::ship::{EventKind, ShipReply, ShippedEvent};
 use crate::types::{Command, CommandResponse, Hlc, LogId, Op, StoredMembership};
 
 /// State machine bookkeeping, written atomically with every applied entry.
@@ -25,6 +27,18 @@ pub(crate) struct SmMeta {
     pub hlc: Hlc,
     /// A snapshot install began and has not finished: redo it from `current.snap` on open.
     pub install_pending: bool,
+    /// Edge: this group's ownership generation of its site.
+    pub epoch: u64,
+    /// Edge: the hub answered `Fenced` with this (newer) epoch; writes are refused.
+    pub fenced: Option<u64>,
+    /// Edge: the hub holds every event through this seq.
+    pub shipped_through: u64,
+    /// Edge: outbox entries through this seq have been removed.
+    pub compacted_through: u64,
+    /// Edge: bytes the outbox holds (keys and encoded records).
+    pub outbox_bytes: u64,
+    /// Hub: cursor of the newest merged-feed entry (0: none).
+    pub feed_last: u64,
     /// In memory only: no idempotency expiry index entry is earlier than this (0 = unknown).
     /// Lets apply skip the expiry scan exactly when the scan would remove nothing, so
     /// replicas with different hints (e.g. one just restarted) still apply identically.
@@ -63,9 +77,9 @@ fn kv_value(revision: u64, value: &[u8]) -> Vec<u8> {
     out
 }
 
-fn current_revision(ks: &Keyspaces, key: &[u8]) -> Result<Option<u64>, StoreError> {
+fn current_revision(ks: &Keyspaces, key: &[u8], ns: &[u8]) -> Result<Option<u64>, StoreError> {
     ks.kv
-        .get(key)?
+        .get([ns, key].concat())?
         .map(|v| read_u64("kv record", &v))
         .transpose()
 }
@@ -96,7 +110,7 @@ pub(crate) fn apply_command(
             value,
             if_revision,
         } => {
-            let current = current_revision(ks, key)?;
+            let current = current_revision(ks, key, &[])?;
             if let Some(expected) = *if_revision {
                 if current.unwrap_or(0) != expected {
                     return finish(
@@ -109,41 +123,242 @@ pub(crate) fn apply_command(
                     );
                 }
             }
-            meta.last_seq += 1;
-            batch.insert(&ks.kv, key.as_slice(), kv_value(meta.last_seq, value));
-            CommandResponse::Put {
-                seq: meta.last_seq,
-                revision: meta.last_seq,
+            let kind = EventKind::Put {
+                key: key.clone(),
+                value: value.clone(),
+            };
+            match admit_event(ks, meta, batch, command, kind)? {
+                Ok(seq) => CommandResponse::Put { seq, revision: seq },
+                Err(refused) => return Ok(refused),
             }
         }
         Op::Delete { key, if_revision } => {
-            let current = current_revision(ks, key)?;
+            let current = current_revision(ks, key, &[])?;
             match (current, *if_revision) {
                 (None, _) => CommandResponse::NotFound,
                 (Some(revision), Some(expected)) if revision != expected => {
                     CommandResponse::RevisionMismatch { current }
                 }
                 (Some(_), _) => {
-                    meta.last_seq += 1;
-                    batch.remove(&ks.kv, key.as_slice());
-                    CommandResponse::Deleted { seq: meta.last_seq }
+                    let kind = EventKind::Delete { key: key.clone() };
+                    match admit_event(ks, meta, batch, command, kind)? {
+                        Ok(seq) => CommandResponse::Deleted { seq },
+                        Err(refused) => return Ok(refused),
+                    }
                 }
             }
         }
         Op::Append { stream, data } => {
-            meta.last_seq += 1;
-            batch.insert(
-                &ks.streams,
-                stream_key(stream, meta.last_seq),
-                kv_value(meta.hlc.0, data),
-            );
-            CommandResponse::Appended {
-                seq: meta.last_seq,
-                hlc: meta.hlc.0,
+            let kind = EventKind::Append {
+                stream: stream.clone(),
+                data: data.clone(),
+            };
+            match admit_event(ks, meta, batch, command, kind)? {
+                Ok(seq) => CommandResponse::Appended {
+                    seq,
+                    hlc: meta.hlc.0,
+                },
+                Err(refused) => return Ok(refused),
             }
         }
+        Op::Shipped { through } => {
+            meta.shipped_through = meta.shipped_through.max((*through).min(meta.last_seq));
+            CommandResponse::Empty
+        }
+        Op::Fence { epoch } => {
+            if *epoch > meta.epoch && meta.fenced.is_none_or(|f| *epoch > f) {
+                meta.fenced = Some(*epoch);
+            }
+            CommandResponse::Empty
+        }
+        Op::Ingest { batch: bytes } => {
+            CommandResponse::Ship(ingest(ks, meta, batch, now_ms, bytes)?)
+        }
     };
+    compact_outbox(ks, meta, batch)?;
     finish(ks, meta, batch, command, now_ms, response)
+}
+
+/// Gives a new event its seq and writes it (and, in a shipping group, its outbox record),
+/// or says why it is refused. Refusals change nothing and are not remembered under the
+/// Idempotency-Key: a retry after the backlog drains must be able to succeed.
+fn admit_event(
+    ks: &Keyspaces,
+    meta: &mut SmMeta,
+    batch: &mut WriteBatch,
+    command: &Command,
+    kind: EventKind,
+) -> Result<Result<u64, CommandResponse>, StoreError> {
+    if let Some(epoch) = meta.fenced {
+        return Ok(Err(CommandResponse::Fenced { epoch }));
+    }
+    let seq = meta.last_seq + 1;
+    let hlc = meta.hlc.0;
+    if let Some(limit) = command.backlog_limit {
+        let event = ShippedEvent { seq, hlc, kind };
+        let record = encode(&event)?;
+        let bytes = (8 + record.len()) as u64;
+        if meta.outbox_bytes.saturating_add(bytes) > limit {
+            return Ok(Err(CommandResponse::BacklogFull {
+                bytes: meta.outbox_bytes,
+                limit,
+            }));
+        }
+        apply_event(ks, batch, &[], seq, hlc, &event.kind);
+        batch.insert(&ks.outbox, u64_key(seq), record);
+        meta.outbox_bytes += bytes;
+    } else {
+        apply_event(ks, batch, &[], seq, hlc, &kind);
+        // Nothing to ship: the outbox never holds this seq.
+        meta.compacted_through = seq;
+        meta.shipped_through = seq;
+    }
+    meta.last_seq = seq;
+    Ok(Ok(seq))
+}
+
+/// Writes one event's effect on the KV and stream keyspaces under namespace `ns` (empty at
+/// the edge; `site ‖ 0x00` at the hub).
+fn apply_event(
+    ks: &Keyspaces,
+    batch: &mut WriteBatch,
+    ns: &[u8],
+    seq: u64,
+    hlc: u64,
+    kind: &EventKind,
+) {
+    match kind {
+        EventKind::Put { key, value } => {
+            batch.insert(&ks.kv, [ns, key].concat(), kv_value(seq, value));
+        }
+        EventKind::Delete { key } => batch.remove(&ks.kv, [ns, key].concat()),
+        EventKind::Append { stream, data } => batch.insert(
+            &ks.streams,
+            [ns, &stream_key(stream, seq)].concat(),
+            kv_value(hlc, data),
+        ),
+    }
+}
+
+/// Removes outbox entries the hub holds, at most `OUTBOX_COMPACT_PER_APPLY` per apply.
+fn compact_outbox(
+    ks: &Keyspaces,
+    meta: &mut SmMeta,
+    batch: &mut WriteBatch,
+) -> Result<(), StoreError> {
+    if meta.compacted_through >= meta.shipped_through {
+        return Ok(());
+    }
+    let start = u64_key(meta.compacted_through + 1);
+    let end = u64_key(meta.shipped_through);
+    let mut removed = 0;
+    for guard in ks.outbox.range(start..=end).take(OUTBOX_COMPACT_PER_APPLY) {
+        let (key, record) = guard.into_inner()?;
+        meta.outbox_bytes = meta
+            .outbox_bytes
+            .saturating_sub((key.len() + record.len()) as u64);
+        meta.compacted_through = read_u64("outbox key", &key)?;
+        batch.remove(&ks.outbox, key);
+        removed += 1;
+    }
+    if removed < OUTBOX_COMPACT_PER_APPLY {
+        // Everything up to shipped-through is gone (seqs without a record never had one).
+        meta.compacted_through = meta.shipped_through;
+    }
+    Ok(())
+}
+
+/// A site's state at the hub (part of the hub group's replicated state).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteRecord {
+    /// Ownership generation; batches stamped older are fenced.
+    pub epoch: u64,
+    /// Highest seq committed here.
+    pub shipped_through: u64,
+    /// The edge's newest seq as last reported (lag = head_seq − shipped_through).
+    pub head_seq: u64,
+    /// Hub clock (ms) of the last batch or session opening from the site.
+    pub last_contact_ms: u64,
+    /// HLC time (ms) of the newest event committed here.
+    pub last_event_ms: u64,
+}
+
+/// One entry of the hub's merged feed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedEvent {
+    pub site: String,
+    pub epoch: u64,
+    pub seq: u64,
+    pub hlc: u64,
+    pub kind: EventKind,
+}
+
+/// Namespace of a site's keys at the hub: site ids never contain 0x00.
+pub fn site_namespace(site: &str) -> Vec<u8> {
+    let mut ns = Vec::with_capacity(site.len() + 1);
+    ns.extend_from_slice(site.as_bytes());
+    ns.push(0);
+    ns
+}
+
+/// Applies a shipping batch by the rules of `ship::rules`: exactly once, in order, fenced by
+/// epoch. Bytes that do not decode are answered `Rejected` (they were checked before being
+/// proposed, so this only guards against a buggy or hostile proposer).
+fn ingest(
+    ks: &Keyspaces,
+    meta: &mut SmMeta,
+    batch: &mut WriteBatch,
+    now_ms: u64,
+    bytes: &[u8],
+) -> Result<ShipReply, StoreError> {
+    let shipped = match crate::ship::codec::decode(bytes) {
+        Ok(shipped) => shipped,
+        Err(e) => return Ok(ShipReply::Rejected(e.to_string())),
+    };
+    let mut site: SiteRecord = match ks.sites.get(shipped.site.as_bytes())? {
+        Some(bytes) => decode("site record", &bytes)?,
+        None => SiteRecord::default(),
+    };
+    let state = SiteShipState {
+        epoch: site.epoch,
+        shipped_through: site.shipped_through,
+    };
+    let decision = decide(
+        state,
+        shipped.epoch,
+        shipped.first_seq,
+        shipped.events.len(),
+    );
+    site.last_contact_ms = now_ms;
+    let reply = match decision {
+        Decision::Apply { skip, through } => {
+            let ns = site_namespace(&shipped.site);
+            for event in &shipped.events[skip..] {
+                apply_event(ks, batch, &ns, event.seq, event.hlc, &event.kind);
+                meta.feed_last += 1;
+                let entry = FeedEvent {
+                    site: shipped.site.clone(),
+                    epoch: shipped.epoch,
+                    seq: event.seq,
+                    hlc: event.hlc,
+                    kind: event.kind.clone(),
+                };
+                batch.insert(&ks.feed, u64_key(meta.feed_last), encode(&entry)?);
+                site.last_event_ms = Hlc(event.hlc).physical_ms();
+            }
+            site.shipped_through = through;
+            ShipReply::ShippedThrough(through)
+        }
+        Decision::Answer(reply) => reply,
+    };
+    if !matches!(reply, ShipReply::Fenced { .. } | ShipReply::Rejected(_)) {
+        site.head_seq = site
+            .head_seq
+            .max(shipped.head_seq)
+            .max(site.shipped_through);
+    }
+    batch.insert(&ks.sites, shipped.site.as_bytes(), encode(&site)?);
+    Ok(reply)
 }
 
 /// Remembers the response under the idempotency key and expires a bounded number of old
@@ -247,21 +462,91 @@ impl StreamEvent {
     }
 }
 
-/// Read access to the applied state, for the client API (any task, any time).
+/// Shipping state of the applied log, published after every apply (edge status, shipper).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShipStatus {
+    pub last_seq: u64,
+    pub epoch: u64,
+    pub fenced: Option<u64>,
+    pub shipped_through: u64,
+    pub outbox_bytes: u64,
+}
+
+impl ShipStatus {
+    pub(crate) fn of(meta: &SmMeta) -> Self {
+        ShipStatus {
+            last_seq: meta.last_seq,
+            epoch: meta.epoch,
+            fenced: meta.fenced,
+            shipped_through: meta.shipped_through,
+            outbox_bytes: meta.outbox_bytes,
+        }
+    }
+}
+
+/// What the state machine publishes for readers: the applied seq (read on every request,
+/// lock-free) and the shipping state.
+#[derive(Default)]
+pub(crate) struct Published {
+    applied_seq: AtomicU64,
+    ship: std::sync::Mutex<ShipStatus>,
+}
+
+impl Published {
+    pub(crate) fn new(meta: &SmMeta) -> Arc<Self> {
+        let published = Arc::new(Published::default());
+        published.set(meta);
+        published
+    }
+
+    pub(crate) fn set(&self, meta: &SmMeta) {
+        self.applied_seq.store(meta.last_seq, Ordering::Release);
+        if let Ok(mut ship) = self.ship.lock() {
+            *ship = ShipStatus::of(meta);
+        }
+    }
+}
+
+/// Read access to the applied state, for the client API (any task, any time). At the hub,
+/// `for_site` narrows it to one site's namespace.
 #[derive(Clone)]
 pub struct StateReader {
     pub(crate) ks: Arc<Keyspaces>,
-    pub(crate) applied_seq: Arc<AtomicU64>,
+    pub(crate) published: Arc<Published>,
+    /// Prefix of every KV and stream key read (empty at the edge).
+    ns: Arc<[u8]>,
 }
 
 impl StateReader {
-    /// Seq of the last event applied on this node.
+    pub(crate) fn new(ks: Arc<Keyspaces>, published: Arc<Published>) -> Self {
+        StateReader {
+            ks,
+            published,
+            ns: Arc::from(&[][..]),
+        }
+    }
+
+    /// The same reader over one site's namespace at the hub.
+    pub fn for_site(&self, site: &str) -> StateReader {
+        StateReader {
+            ks: self.ks.clone(),
+            published: self.published.clone(),
+            ns: Arc::from(site_namespace(site)),
+        }
+    }
+
+    /// Seq of the last event applied on this node (edge; at the hub, 0).
     pub fn applied_seq(&self) -> u64 {
-        self.applied_seq.load(Ordering::Acquire)
+        self.published.applied_seq.load(Ordering::Acquire)
+    }
+
+    /// The shipping state as of the last apply.
+    pub fn ship_status(&self) -> ShipStatus {
+        self.published.ship.lock().map(|s| *s).unwrap_or_default()
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<KvItem>, StoreError> {
-        match self.ks.kv.get(key)? {
+        match self.ks.kv.get([&self.ns[..], key].concat())? {
             Some(record) => Ok(Some(KvItem::parse(Slice::from(key), record)?)),
             None => Ok(None),
         }
@@ -276,8 +561,9 @@ impl StateReader {
         limit: usize,
     ) -> Result<(Vec<KvItem>, bool), StoreError> {
         let mut items = Vec::new();
-        for guard in self.ks.kv.prefix(prefix) {
+        for guard in self.ks.kv.prefix([&self.ns[..], prefix].concat()) {
             let (key, record) = guard.into_inner()?;
+            let key = Slice::from(&key[self.ns.len()..]);
             if after.is_some_and(|after| key.as_ref() <= after) {
                 continue;
             }
@@ -296,8 +582,8 @@ impl StateReader {
         from: u64,
         limit: usize,
     ) -> Result<Vec<StreamEvent>, StoreError> {
-        let start = stream_key(stream, from);
-        let end = stream_key(stream, u64::MAX);
+        let start = [&self.ns[..], &stream_key(stream, from)].concat();
+        let end = [&self.ns[..], &stream_key(stream, u64::MAX)].concat();
         let mut events = Vec::new();
         for guard in self.ks.streams.range(start..=end).take(limit) {
             let (key, record) = guard.into_inner()?;
@@ -306,6 +592,76 @@ impl StateReader {
             events.push(StreamEvent { seq, hlc, record });
         }
         Ok(events)
+    }
+
+    /// Edge: outbox events from seq `from` on, contiguous, until `max_events` or until they
+    /// pass `max_bytes` (at least one event when there is one). Stops early at a missing seq.
+    pub fn outbox(
+        &self,
+        from: u64,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<ShippedEvent>, StoreError> {
+        let mut events: Vec<ShippedEvent> = Vec::new();
+        let mut bytes = 0;
+        for guard in self.ks.outbox.range(u64_key(from)..).take(max_events) {
+            let (_, record) = guard.into_inner()?;
+            let event: ShippedEvent = decode("outbox record", &record)?;
+            if event.seq != from + events.len() as u64 {
+                break;
+            }
+            bytes += record.len();
+            events.push(event);
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(events)
+    }
+
+    /// Edge: the HLC of the oldest outbox event with seq ≥ `from`, if any.
+    pub fn outbox_oldest_hlc(&self, from: u64) -> Result<Option<Hlc>, StoreError> {
+        match self.ks.outbox.range(u64_key(from)..).next() {
+            Some(guard) => {
+                let (_, record) = guard.into_inner()?;
+                let event: ShippedEvent = decode("outbox record", &record)?;
+                Ok(Some(Hlc(event.hlc)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Hub: every site's record, by site id.
+    pub fn sites(&self) -> Result<Vec<(String, SiteRecord)>, StoreError> {
+        let mut sites = Vec::new();
+        for guard in self.ks.sites.iter() {
+            let (key, record) = guard.into_inner()?;
+            let site = String::from_utf8_lossy(&key).into_owned();
+            sites.push((site, decode("site record", &record)?));
+        }
+        Ok(sites)
+    }
+
+    /// Hub: one site's record (None: never heard from).
+    pub fn site(&self, site: &str) -> Result<Option<SiteRecord>, StoreError> {
+        self.ks
+            .sites
+            .get(site.as_bytes())?
+            .map(|bytes| decode("site record", &bytes))
+            .transpose()
+    }
+
+    /// Hub: up to `limit` merged-feed entries after `cursor`, each with its own cursor.
+    pub fn feed(&self, cursor: u64, limit: usize) -> Result<Vec<(u64, FeedEvent)>, StoreError> {
+        let mut entries = Vec::new();
+        let Some(start) = cursor.checked_add(1) else {
+            return Ok(entries);
+        };
+        for guard in self.ks.feed.range(u64_key(start)..).take(limit) {
+            let (key, record) = guard.into_inner()?;
+            entries.push((read_u64("feed key", &key)?, decode("feed entry", &record)?));
+        }
+        Ok(entries)
     }
 }
 
@@ -334,12 +690,23 @@ mod tests {
         }
 
         fn apply(&mut self, ms: u64, idem: Option<&str>, op: Op) -> CommandResponse {
+            self.apply_limited(ms, idem, None, op)
+        }
+
+        fn apply_limited(
+            &mut self,
+            ms: u64,
+            idem: Option<&str>,
+            backlog_limit: Option<u64>,
+            op: Op,
+        ) -> CommandResponse {
             let command = Command {
                 proposed_ms: ms,
                 idempotency: idem.map(|k| IdempotencyKey {
                     key: k.into(),
                     window_secs: 600,
                 }),
+                backlog_limit,
                 op,
             };
             let ks = &self.store.ks;
@@ -350,10 +717,7 @@ mod tests {
         }
 
         fn reader(&self) -> StateReader {
-            StateReader {
-                ks: self.store.ks.clone(),
-                applied_seq: Arc::new(AtomicU64::new(self.meta.last_seq)),
-            }
+            StateReader::new(self.store.ks.clone(), Published::new(&self.meta))
         }
     }
 
@@ -535,5 +899,203 @@ mod tests {
         let (page, more) = f.reader().list(b"p/", Some(b"p/b"), 2).expect("list");
         assert!(!more);
         assert_eq!(page.len(), 1);
+    }
+
+    fn append(data: &str) -> Op {
+        Op::Append {
+            stream: "s".into(),
+            data: data.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn outbox_keeps_events_until_shipped_and_bounds_the_backlog() {
+        let mut f = Fixture::new();
+        let limit = Some(400);
+        let mut acked = 0;
+        let full = loop {
+            match f.apply_limited(10, Some(&format!("i{acked}")), limit, append("0123456789")) {
+                CommandResponse::Appended { seq, .. } => acked = seq,
+                other => break other,
+            }
+        };
+        assert!(matches!(
+            full,
+            CommandResponse::BacklogFull { limit: 400, .. }
+        ));
+        assert!(acked > 3);
+        let outbox = f.reader().outbox(1, 100, usize::MAX).expect("outbox");
+        assert_eq!(outbox.len() as u64, acked, "every acked event is kept");
+        assert!(outbox.iter().map(|e| e.seq).eq(1..=acked));
+        assert!(f.meta.outbox_bytes <= 400);
+        // The refusal was not remembered: the same key succeeds once the hub has events.
+        f.apply(20, None, Op::Shipped { through: 2 });
+        assert_eq!(f.meta.shipped_through, 2);
+        assert_eq!(
+            f.reader().outbox(3, 100, usize::MAX).expect("outbox")[0].seq,
+            3
+        );
+        assert!(matches!(
+            f.apply_limited(30, Some(&format!("i{acked}")), limit, append("x")),
+            CommandResponse::Appended { .. }
+        ));
+        // A claim beyond the log is clamped; everything goes, the byte count returns to 0.
+        f.apply(40, None, Op::Shipped { through: 1_000 });
+        assert_eq!(f.meta.shipped_through, f.meta.last_seq);
+        assert_eq!(f.meta.outbox_bytes, 0);
+        assert_eq!(f.store.ks.outbox.iter().count(), 0);
+    }
+
+    #[test]
+    fn a_fenced_group_refuses_every_write_after_the_fence() {
+        let mut f = Fixture::new();
+        f.apply_limited(1, None, Some(1 << 20), append("a"));
+        f.apply(2, None, Op::Fence { epoch: 0 }); // not newer than ours: ignored
+        assert_eq!(f.meta.fenced, None);
+        f.apply(3, None, Op::Fence { epoch: 2 });
+        assert_eq!(
+            f.apply_limited(4, Some("k"), Some(1 << 20), append("b")),
+            CommandResponse::Fenced { epoch: 2 }
+        );
+        assert_eq!(
+            f.apply(5, None, put("x", "1", None)),
+            CommandResponse::Fenced { epoch: 2 }
+        );
+        assert_eq!(f.meta.last_seq, 1);
+    }
+
+    fn batch_bytes(site: &str, epoch: u64, seqs: std::ops::RangeInclusive<u64>) -> Vec<u8> {
+        let events = seqs
+            .clone()
+            .map(|seq| ShippedEvent {
+                seq,
+                hlc: Hlc::from_ms(1_000 + seq).0,
+                kind: if seq % 2 == 0 {
+                    EventKind::Put {
+                        key: format!("k{}", seq % 3).into_bytes(),
+                        value: format!("v{seq}").into_bytes(),
+                    }
+                } else {
+                    EventKind::Append {
+                        stream: "t".into(),
+                        data: format!("e{seq}").into_bytes(),
+                    }
+                },
+            })
+            .collect();
+        crate::ship::codec::encode(&crate::ship::codec::ShipBatch {
+            site: site.into(),
+            epoch,
+            first_seq: *seqs.start(),
+            head_seq: *seqs.end() + 5,
+            events,
+        })
+        .expect("encode")
+    }
+
+    fn ingest(
+        f: &mut Fixture,
+        site: &str,
+        epoch: u64,
+        seqs: std::ops::RangeInclusive<u64>,
+    ) -> ShipReply {
+        match f.apply(
+            50,
+            None,
+            Op::Ingest {
+                batch: batch_bytes(site, epoch, seqs),
+            },
+        ) {
+            CommandResponse::Ship(reply) => reply,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn hub_ingests_each_site_exactly_once_into_its_namespace_and_the_feed() {
+        let mut f = Fixture::new();
+        assert_eq!(ingest(&mut f, "a", 0, 1..=4), ShipReply::ShippedThrough(4));
+        assert_eq!(ingest(&mut f, "b", 0, 1..=2), ShipReply::ShippedThrough(2));
+        assert_eq!(
+            ingest(&mut f, "a", 0, 2..=4),
+            ShipReply::ShippedThrough(4),
+            "duplicate"
+        );
+        assert_eq!(
+            ingest(&mut f, "a", 0, 7..=8),
+            ShipReply::Gap { expected: 5 }
+        );
+        assert_eq!(
+            ingest(&mut f, "a", 0, 3..=6),
+            ShipReply::ShippedThrough(6),
+            "overlap"
+        );
+        let hub = f.reader();
+        let a = hub.for_site("a");
+        assert_eq!(a.get(b"k1").expect("get").expect("k1").value(), b"v4");
+        assert_eq!(a.get(b"k1").expect("get").expect("k1").revision, 4);
+        assert!(
+            hub.get(b"k1").expect("get").is_none(),
+            "no key outside a namespace"
+        );
+        let seqs: Vec<u64> = a
+            .stream("t", 1, 10)
+            .expect("stream")
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, vec![1, 3, 5]);
+        let (items, _) = a.list(b"k", None, 10).expect("list");
+        assert_eq!(
+            items.iter().map(|i| i.key.to_vec()).collect::<Vec<_>>(),
+            vec![b"k0".to_vec(), b"k1".to_vec(), b"k2".to_vec()]
+        );
+        assert_eq!(
+            hub.for_site("b").stream("t", 1, 10).expect("stream").len(),
+            1
+        );
+        let feed = hub.feed(0, 100).expect("feed");
+        let order: Vec<(String, u64)> = feed.iter().map(|(_, e)| (e.site.clone(), e.seq)).collect();
+        let expected: Vec<(String, u64)> = [
+            ("a", 1),
+            ("a", 2),
+            ("a", 3),
+            ("a", 4),
+            ("b", 1),
+            ("b", 2),
+            ("a", 5),
+            ("a", 6),
+        ]
+        .iter()
+        .map(|(s, q)| (s.to_string(), *q))
+        .collect();
+        assert_eq!(order, expected);
+        assert!(feed.windows(2).all(|w| w[0].0 < w[1].0), "cursors increase");
+        assert_eq!(hub.feed(feed[5].0, 100).expect("feed").len(), 2);
+        let site_a = hub.site("a").expect("site").expect("known");
+        assert_eq!((site_a.shipped_through, site_a.head_seq), (6, 13));
+        assert_eq!(hub.sites().expect("sites").len(), 2);
+        // Fencing: once the hub's epoch for a site is newer, older batches are refused.
+        let mut record = site_a;
+        record.epoch = 3;
+        f.store
+            .ks
+            .sites
+            .insert("a", encode(&record).expect("encode"))
+            .expect("insert");
+        assert_eq!(
+            ingest(&mut f, "a", 0, 7..=7),
+            ShipReply::Fenced { epoch: 3 }
+        );
+        assert!(matches!(
+            f.apply(
+                60,
+                None,
+                Op::Ingest {
+                    batch: b"garbage".to_vec()
+                }
+            ),
+            CommandResponse::Ship(ShipReply::Rejected(_))
+        ));
     }
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use openraft::async_runtime::watch::WatchReceiver;
 use tracing::{info, warn};
 
-use crate::metrics::EDGE;
-use crate::node::Node;
+use super::GroupNode;
+use crate::metrics::GROUP;
 
 /// Longest a health probe of the Raft core may take before the node counts as stuck.
 const HEALTH_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -28,7 +28,7 @@ fn watchdog_usec() -> Option<u64> {
 }
 
 /// Starts the watchdog task if systemd asked for one.
-pub fn start_watchdog(node: Arc<Node>) {
+pub fn start_watchdog(node: Arc<GroupNode>) {
     let Some(usec) = watchdog_usec() else {
         return;
     };
@@ -52,7 +52,7 @@ pub fn start_watchdog(node: Arc<Node>) {
 }
 
 /// Counts leader changes and elections (term changes) for `/metrics`.
-pub fn start_leadership_metrics(node: Arc<Node>) {
+pub fn start_leadership_metrics(node: Arc<GroupNode>) {
     tokio::spawn(async move {
         let mut metrics = node.raft.metrics();
         let (mut term, mut leader) = {
@@ -62,11 +62,11 @@ pub fn start_leadership_metrics(node: Arc<Node>) {
         while metrics.changed().await.is_ok() {
             let m = node.raft_metrics();
             if m.current_term != term {
-                EDGE.elections.inc();
+                GROUP.elections.inc();
                 term = m.current_term;
             }
             if m.current_leader != leader {
-                EDGE.leader_changes.inc();
+                GROUP.leader_changes.inc();
                 leader = m.current_leader;
             }
         }

@@ -1,38 +1,79 @@
-//! One edge node: opens the store, starts Raft and the QUIC transport, and offers the
-//! operations the client API needs — writes (local or forwarded to the leader),
-//! linearizable read barriers, membership changes — plus a clean shutdown.
+//! One member of a Raft group — an edge node of a site, or a hub node of a hub group: opens
+//! the store, starts Raft and the QUIC transport, and offers what a daemon's API needs —
+//! writes (local or forwarded to the leader), linearizable read barriers, membership
+//! changes — plus a clean shutdown. The daemons add their policy on top (client API, the
+//! shipper at the edge, ingest at the hub) and never reimplement this.
+
+mod rpc;
+pub mod supervise;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures::future::BoxFuture;
+use quinn::{RecvStream, SendStream};
+
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ReadPolicy, ServerState, SnapshotPolicy};
-use shared::identity::{NodeIdentity, Role};
-use shared::limits::MAX_GROUP_SIZE;
-use shared::network::NetworkFactory;
-use shared::store::{LogStore, StateMachine, StateReader, Store};
-use shared::tls::TlsMaterial;
-use shared::transport::{Transport, TransportTiming};
-use shared::types::{
-    Command, CommandResponse, IdempotencyKey, NodeAddr, NodeId, Op, Raft, TypeConfig,
-};
-use shared::wire::{AdminOp, AdminResult, RemoteError, Request, Response};
 use tracing::{info, warn};
 
-use crate::config::EdgeConfig;
-use crate::metrics::EDGE;
-use crate::rpc::RpcService;
+use self::rpc::RpcService;
+use crate::config::{RaftSection, SiteId, StorageSection, TlsSection};
+use crate::identity::NodeIdentity;
+use crate::limits::MAX_GROUP_SIZE;
+use crate::metrics::GROUP;
+use crate::network::NetworkFactory;
+use crate::store::{LogStore, StateMachine, StateReader, Store};
+use crate::tls::TlsMaterial;
+use crate::transport::{Transport, TransportTiming};
+use crate::types::{
+    Command, CommandResponse, IdempotencyKey, NodeAddr, NodeId, Op, Raft, TypeConfig,
+};
+use crate::wire::{AdminOp, AdminResult, RemoteError, Request, Response};
+
+/// What a group member needs to know to start, whatever daemon runs it.
+#[derive(Clone, Debug)]
+pub struct GroupSettings {
+    /// Who this node is: role, site (edge) or hub group name (hub), node id.
+    pub identity: NodeIdentity,
+    pub data_dir: PathBuf,
+    pub raft: RaftSection,
+    pub storage: StorageSection,
+    pub tls: TlsSection,
+    /// Initialise a new group from `members` when the store is empty.
+    pub bootstrap: bool,
+    pub members: BTreeMap<NodeId, NodeAddr>,
+    pub write_timeout: Duration,
+    pub read_timeout: Duration,
+    pub idempotency_window: Duration,
+}
+
+/// Requests from peers outside the group (edge shippers at a hub), served on the group's
+/// QUIC endpoint beside Raft. Group-internal requests are never passed here.
+pub trait ExternalService: Send + Sync + 'static {
+    /// Whether a peer that is not a member of this group may connect at all.
+    fn admits(&self, peer: &NodeIdentity) -> bool;
+    /// Serves one streaming request from such a peer.
+    fn serve_stream(
+        &self,
+        peer: NodeIdentity,
+        request: Request,
+        recv: RecvStream,
+        send: SendStream,
+    ) -> BoxFuture<'static, crate::transport::StreamEnd>;
+}
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Tls(#[from] shared::tls::TlsError),
+    Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
-    Transport(#[from] shared::transport::TransportError),
+    Transport(#[from] crate::transport::TransportError),
     #[error(transparent)]
-    Store(#[from] shared::store::StoreError),
+    Store(#[from] crate::store::StoreError),
     #[error("raft: {0}")]
     Raft(String),
 }
@@ -58,6 +99,9 @@ pub enum OpError {
     ReadTimeout(Duration),
     #[error("{0}")]
     Rejected(String),
+    /// Raft has stopped (the node is shutting down): nothing more will be carried out here.
+    #[error("the node is shutting down")]
+    ShuttingDown,
 }
 
 impl From<RemoteError> for OpError {
@@ -78,8 +122,8 @@ const HANDOVER_TIMEOUT: Duration = Duration::from_secs(3);
 /// Deadline of one forwarded RPC to the leader (the whole write has `write_timeout`).
 const FORWARD_RPC_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub struct Node {
-    pub config: EdgeConfig,
+pub struct GroupNode {
+    pub settings: GroupSettings,
     pub id: NodeId,
     pub raft: Raft<StateMachine>,
     pub reader: StateReader,
@@ -94,11 +138,12 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn raft_config(config: &EdgeConfig) -> Result<openraft::Config, StartError> {
+fn raft_config(settings: &GroupSettings) -> Result<openraft::Config, StartError> {
+    let config = settings;
     let heartbeat = config.raft.heartbeat_interval.0.as_millis() as u64;
     let election = config.raft.election_timeout.0.as_millis() as u64;
     openraft::Config {
-        cluster_name: format!("openclaw-{}", config.node.site),
+        cluster_name: format!("openclaw-{}", settings.identity.site),
         heartbeat_interval: heartbeat,
         election_timeout_min: election,
         election_timeout_max: election * 2,
@@ -112,61 +157,67 @@ fn raft_config(config: &EdgeConfig) -> Result<openraft::Config, StartError> {
     .map_err(|e| StartError::Raft(e.to_string()))
 }
 
-impl Node {
-    pub async fn start(config: EdgeConfig) -> Result<Arc<Node>, StartError> {
-        let id = config.node.id;
-        let site = config.node.site.clone();
-        let store = Store::open(&config.node.data_dir, &config.storage)?;
+impl GroupNode {
+    /// Opens the store, starts Raft and serves peers: members of the group, plus whoever
+    /// `external` (made once the node exists) admits.
+    pub async fn start(
+        settings: GroupSettings,
+        external: impl FnOnce(&Arc<GroupNode>) -> Option<Arc<dyn ExternalService>>,
+    ) -> Result<Arc<GroupNode>, StartError> {
+        let id = settings.identity.node_id;
+        let store = Store::open(&settings.data_dir, &settings.storage)?;
         let (machine, reader) = StateMachine::open(store.clone())?;
-        let tls = TlsMaterial::load(&config.tls)?;
+        let tls = TlsMaterial::load(&settings.tls)?;
         let transport = Transport::bind(
-            config.raft.listen,
+            settings.raft.listen,
             &tls,
-            NodeIdentity::edge(site.clone(), id),
+            settings.identity.clone(),
             TransportTiming {
-                keep_alive: config.raft.keep_alive.0,
-                idle_timeout: config.raft.idle_timeout.0,
+                keep_alive: settings.raft.keep_alive.0,
+                idle_timeout: settings.raft.idle_timeout.0,
             },
         )?;
         let raft = Raft::new(
             id,
-            Arc::new(raft_config(&config)?),
-            NetworkFactory::new(transport.clone(), site.clone()),
+            Arc::new(raft_config(&settings)?),
+            NetworkFactory::new(transport.clone(), settings.identity.clone()),
             LogStore::new(store.clone()),
             machine,
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
 
-        let node = Arc::new(Node {
-            config,
+        let node = Arc::new(GroupNode {
+            settings,
             id,
             raft,
             reader,
             store,
             transport: transport.clone(),
         });
-        let own_site = site.clone();
+        let external = external(&node);
+        let service = RpcService::new(node.clone(), external.clone());
+        let own = node.settings.identity.clone();
         transport.serve(
-            Arc::new(RpcService::new(node.clone())),
-            Arc::new(move |peer: &NodeIdentity| peer.role == Role::Edge && peer.site == own_site),
+            Arc::new(service),
+            Arc::new(move |peer: &NodeIdentity| {
+                own.same_group(peer) || external.as_ref().is_some_and(|e| e.admits(peer))
+            }),
         );
         node.bootstrap().await?;
         Ok(node)
     }
 
     async fn bootstrap(&self) -> Result<(), StartError> {
-        let cluster = &self.config.cluster;
         let initialized = self
             .raft
             .is_initialized()
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
-        if !cluster.bootstrap || initialized {
+        if !self.settings.bootstrap || initialized {
             return Ok(());
         }
-        let members: BTreeMap<NodeId, NodeAddr> =
-            cluster.members.iter().map(|m| (m.id, m.addr())).collect();
+        let members: BTreeMap<NodeId, NodeAddr> = self.settings.members.clone();
         info!(members = ?members.keys().collect::<Vec<_>>(), "initialising a new group");
         match self.raft.initialize(members).await {
             Ok(()) => Ok(()),
@@ -185,24 +236,29 @@ impl Node {
         self.raft.metrics().borrow_watched().clone()
     }
 
-    pub fn site(&self) -> &shared::config::SiteId {
-        &self.config.node.site
+    /// The site (edge) or hub group name (hub) this group serves.
+    pub fn site(&self) -> &SiteId {
+        &self.settings.identity.site
     }
 
     /// Builds the command for a client write.
-    pub fn command(&self, op: Op, idempotency_key: Option<String>) -> Command {
+    pub fn command(
+        &self,
+        op: Op,
+        idempotency_key: Option<String>,
+        backlog_limit: Option<u64>,
+    ) -> Command {
         Command {
             proposed_ms: now_ms(),
             idempotency: idempotency_key.map(|key| IdempotencyKey {
                 key,
                 window_secs: self
-                    .config
-                    .api
+                    .settings
                     .idempotency_window
-                    .0
                     .as_secs()
                     .min(u32::MAX as u64) as u32,
             }),
+            backlog_limit,
             op,
         }
     }
@@ -241,7 +297,7 @@ impl Node {
         if leader == self.id {
             return Ok(None);
         }
-        let peer = NodeIdentity::edge(self.site().clone(), leader);
+        let peer = self.settings.identity.peer(leader);
         let call = self
             .transport
             .call(&peer, &addr.raft, request, FORWARD_RPC_TIMEOUT);
@@ -277,7 +333,7 @@ impl Node {
 
     /// Replicates a write through the leader and returns what applying it did.
     pub async fn write(&self, command: Command) -> Result<CommandResponse, OpError> {
-        let timeout = self.config.api.write_timeout.0;
+        let timeout = self.settings.write_timeout;
         let started = std::time::Instant::now();
         let result = tokio::time::timeout(timeout, async {
             loop {
@@ -289,9 +345,9 @@ impl Node {
         })
         .await
         .unwrap_or(Err(OpError::WriteTimeout(timeout)));
-        EDGE.write_latency.observe(started.elapsed());
+        GROUP.write_latency.observe(started.elapsed());
         if result.is_ok() {
-            EDGE.commits.inc();
+            GROUP.commits.inc();
         }
         result
     }
@@ -306,7 +362,7 @@ impl Node {
         {
             None => self.write_local(command.clone()).await,
             Some(Response::ClientWrite(response)) => {
-                EDGE.forwarded_writes.inc();
+                GROUP.forwarded_writes.inc();
                 Ok(response)
             }
             Some(Response::Error(e)) => Err(e.into()),
@@ -314,7 +370,7 @@ impl Node {
         }
     }
 
-    fn is_leader(&self) -> bool {
+    pub fn is_leader(&self) -> bool {
         self.raft_metrics().current_leader == Some(self.id)
     }
 
@@ -325,6 +381,7 @@ impl Node {
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
                 Err(OpError::NoLeader)
             }
+            Err(RaftError::Fatal(_)) => Err(OpError::ShuttingDown),
             Err(e) => Err(OpError::Unavailable(e.to_string())),
         }
     }
@@ -333,17 +390,14 @@ impl Node {
     pub async fn read_index_local(&self) -> Result<u64, OpError> {
         match self.raft.get_read_log_id(ReadPolicy::ReadIndex).await {
             Ok((read_log_id, _applied)) => Ok(read_log_id.index()),
-            Err(RaftError::APIError(e)) => {
-                let _ = e;
-                Err(OpError::NoLeader)
-            }
-            Err(e) => Err(OpError::Unavailable(e.to_string())),
+            Err(RaftError::APIError(_)) => Err(OpError::NoLeader),
+            Err(RaftError::Fatal(_)) => Err(OpError::ShuttingDown),
         }
     }
 
     /// Returns once this node's state includes every write acknowledged before the call.
     pub async fn linearize(&self) -> Result<(), OpError> {
-        let timeout = self.config.api.read_timeout.0;
+        let timeout = self.settings.read_timeout;
         let started = std::time::Instant::now();
         let result = tokio::time::timeout(timeout, async {
             loop {
@@ -381,7 +435,7 @@ impl Node {
         })
         .await
         .unwrap_or(Err(OpError::ReadTimeout(timeout)));
-        EDGE.read_barrier_latency.observe(started.elapsed());
+        GROUP.read_barrier_latency.observe(started.elapsed());
         result
     }
 
@@ -560,5 +614,48 @@ fn map_membership_error<E: std::fmt::Display>(e: RaftError<TypeConfig, E>) -> Op
             }
         }
         RaftError::Fatal(e) => OpError::Unavailable(e.to_string()),
+    }
+}
+
+/// Renders this member's metrics: the shared counters and histograms, then Raft's state.
+pub fn render_metrics(node: &GroupNode, out: &mut String) {
+    use std::fmt::Write as _;
+    crate::metrics::SHARED.render(out);
+    crate::http::HTTP_REQUESTS.render(out);
+    let m = node.raft_metrics();
+    let is_leader = u8::from(m.current_leader == Some(node.id));
+    let gauges: [(&str, &str, u64); 6] = [
+        ("openclaw_raft_term", "Current Raft term", m.current_term),
+        (
+            "openclaw_raft_is_leader",
+            "1 if this node leads its group",
+            u64::from(is_leader),
+        ),
+        (
+            "openclaw_raft_leader_id",
+            "Leader's node id (0: none known)",
+            m.current_leader.unwrap_or(0),
+        ),
+        (
+            "openclaw_raft_applied_index",
+            "Last applied log index",
+            m.last_applied.as_ref().map_or(0, |l| l.index),
+        ),
+        (
+            "openclaw_applied_seq",
+            "Seq of the last applied event",
+            node.reader.applied_seq(),
+        ),
+        (
+            "openclaw_disk_bytes",
+            "Bytes the store occupies on disk",
+            node.store.disk_bytes(),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(
+            *out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
     }
 }

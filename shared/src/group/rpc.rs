@@ -7,27 +7,40 @@ use futures::StreamExt;
 use openraft::raft::AppendEntriesRequest;
 use openraft::vote::RaftLeaderId;
 use quinn::{RecvStream, SendStream};
-use shared::identity::NodeIdentity;
-use shared::limits::MAX_SNAPSHOT_BYTES;
-use shared::metrics::SHARED;
-use shared::store::{SnapshotData, SnapshotFile};
-use shared::transport::RpcHandler;
-use shared::types::TypeConfig;
-use shared::types::{NodeId, Snapshot, Vote};
-use shared::wire::{read_frame, write_frame, WireError};
-use shared::wire::{RemoteError, Request, Response};
 use tokio::io::AsyncWriteExt;
 use tracing::warn;
 
-use crate::node::{Node, OpError};
+use super::{ExternalService, GroupNode, OpError};
+use crate::identity::NodeIdentity;
+use crate::limits::MAX_SNAPSHOT_BYTES;
+use crate::metrics::SHARED;
+use crate::store::{SnapshotData, SnapshotFile};
+use crate::transport::{RpcHandler, StreamEnd};
+use crate::types::TypeConfig;
+use crate::types::{NodeId, Snapshot, Vote};
+use crate::wire::{read_frame, write_frame, WireError};
+use crate::wire::{RemoteError, Request, Response};
 
-pub struct RpcService {
-    node: Arc<Node>,
+pub(super) struct RpcService {
+    node: Arc<GroupNode>,
+    external: Option<Arc<dyn ExternalService>>,
 }
 
 impl RpcService {
-    pub fn new(node: Arc<Node>) -> Self {
-        RpcService { node }
+    pub(super) fn new(node: Arc<GroupNode>, external: Option<Arc<dyn ExternalService>>) -> Self {
+        RpcService { node, external }
+    }
+
+    /// Group-internal requests come only from members of the group (same role, same site or
+    /// hub group); anything else goes to the external service, if any.
+    fn refuse_outsider(&self, peer: &NodeIdentity) -> Option<Response> {
+        if self.node.settings.identity.same_group(peer) {
+            return None;
+        }
+        warn!(%peer, "group request from a node outside the group; refused");
+        Some(Response::Error(RemoteError::Forbidden(format!(
+            "{peer} is not a member of this group"
+        ))))
     }
 }
 
@@ -72,7 +85,7 @@ impl RpcService {
                 "snapshot of {size_bytes} bytes exceeds {MAX_SNAPSHOT_BYTES}"
             ));
         }
-        let dir = self.node.config.node.data_dir.join("snapshots");
+        let dir = self.node.settings.data_dir.join("snapshots");
         let path = SnapshotFile::incoming_path(&dir);
         let result = async {
             let mut file = tokio::fs::File::create(&path)
@@ -159,10 +172,25 @@ impl RpcHandler for RpcService {
         request: Request,
         recv: RecvStream,
         send: SendStream,
-    ) {
+    ) -> StreamEnd {
+        if !self.node.settings.identity.same_group(&peer) {
+            return match &self.external {
+                Some(external) => external.serve_stream(peer, request, recv, send).await,
+                None => {
+                    warn!(%peer, "streaming request from outside the group; refused");
+                    StreamEnd::Misbehaved
+                }
+            };
+        }
         match request {
-            Request::StreamAppend => self.serve_stream_append(peer, recv, send).await,
-            other => warn!(%peer, request = ?other, "not a streaming request"),
+            Request::StreamAppend => {
+                self.serve_stream_append(peer, recv, send).await;
+                StreamEnd::Finished
+            }
+            other => {
+                warn!(%peer, request = ?other, "not a group streaming request");
+                StreamEnd::Misbehaved
+            }
         }
     }
 
@@ -172,6 +200,9 @@ impl RpcHandler for RpcService {
         request: Request,
         data: &mut RecvStream,
     ) -> Response {
+        if let Some(refused) = self.refuse_outsider(&peer) {
+            return refused;
+        }
         let raft = &self.node.raft;
         match request {
             Request::AppendEntries(rpc) => {
@@ -243,9 +274,9 @@ impl RpcHandler for RpcService {
                 Ok(result) => Response::Admin(result),
                 Err(e) => op_error(e),
             },
-            Request::StreamAppend => Response::Error(RemoteError::Rejected(
-                "StreamAppend is a streaming request".into(),
-            )),
+            Request::StreamAppend | Request::ShipOpen { .. } => Response::Error(
+                RemoteError::Rejected("a streaming request sent as a call".into()),
+            ),
         }
     }
 }

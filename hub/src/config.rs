@@ -1,0 +1,184 @@
+//! `openclaw-hub` config: the shared sections, `[node]` naming the hub group, and `[hub]`
+//! with the sites this group owns.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use shared::config::{
+    load_toml, resolve_relative, validate_group, validate_http, ApiSection, ClusterSection,
+    ConfigError, HttpSection, RaftSection, SiteId, StorageSection, TlsSection,
+};
+use shared::group::GroupSettings;
+use shared::identity::NodeIdentity;
+use shared::limits::MAX_SITES_PER_GROUP;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    pub node: HubNodeSection,
+    pub raft: RaftSection,
+    #[serde(default)]
+    pub cluster: ClusterSection,
+    #[serde(default = "default_http")]
+    pub http: HttpSection,
+    pub tls: TlsSection,
+    #[serde(default)]
+    pub storage: StorageSection,
+    #[serde(default)]
+    pub api: ApiSection,
+    #[serde(default)]
+    pub hub: HubSection,
+}
+
+/// `[node]`: who this hub node is.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubNodeSection {
+    pub id: u64,
+    /// The hub group this node belongs to (its certificate names it in place of a site).
+    pub group: SiteId,
+    pub data_dir: PathBuf,
+}
+
+/// `[hub]`: what this hub group serves.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubSection {
+    /// The sites this group owns (static assignment); empty: every site that ships here.
+    /// A hub cluster scales out by running several groups, each owning some sites.
+    #[serde(default)]
+    pub sites: Vec<SiteId>,
+}
+
+impl HubSection {
+    /// Whether this group owns `site`.
+    pub fn owns(&self, site: &str) -> bool {
+        self.sites.is_empty() || self.sites.iter().any(|s| s.as_str() == site)
+    }
+}
+
+fn default_http() -> HttpSection {
+    HttpSection {
+        listen: shared::config::defaults::http_listen(),
+    }
+}
+
+impl HubConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let mut config: HubConfig = load_toml(path)?;
+        config.validate(path)?;
+        resolve_relative(path, &mut config.node.data_dir);
+        resolve_relative(path, &mut config.tls.ca);
+        resolve_relative(path, &mut config.tls.cert);
+        resolve_relative(path, &mut config.tls.key);
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        validate_group(path, self.node.id, &self.cluster, &self.api)?;
+        self.raft.validate(path)?;
+        self.storage.validate(path)?;
+        validate_http(path, &self.http)?;
+        if self.hub.sites.len() > MAX_SITES_PER_GROUP {
+            return Err(invalid(
+                "hub.sites",
+                format!("at most {MAX_SITES_PER_GROUP} sites per hub group"),
+            ));
+        }
+        let unique: BTreeSet<&str> = self.hub.sites.iter().map(|s| s.as_str()).collect();
+        if unique.len() != self.hub.sites.len() {
+            return Err(invalid("hub.sites", "a site is listed twice".into()));
+        }
+        Ok(())
+    }
+
+    pub fn group_settings(&self) -> GroupSettings {
+        GroupSettings {
+            identity: NodeIdentity::hub(self.node.group.clone(), self.node.id),
+            data_dir: self.node.data_dir.clone(),
+            raft: self.raft.clone(),
+            storage: self.storage.clone(),
+            tls: self.tls.clone(),
+            bootstrap: self.cluster.bootstrap,
+            members: self
+                .cluster
+                .members
+                .iter()
+                .map(|m| (m.id, m.addr()))
+                .collect(),
+            write_timeout: self.api.write_timeout.0,
+            read_timeout: self.api.read_timeout.0,
+            idempotency_window: self.api.idempotency_window.0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[node]
+id = 1
+group = "hub-1"
+data_dir = "data"
+[raft]
+listen = "127.0.0.1:7401"
+[cluster]
+bootstrap = true
+[[cluster.members]]
+id = 1
+raft = "127.0.0.1:7401"
+http = "http://127.0.0.1:8401"
+[http]
+listen = "127.0.0.1:8401"
+[tls]
+ca = "certs/ca.pem"
+cert = "certs/hub-1.pem"
+key = "certs/hub-1.key"
+[hub]
+sites = ["site-1", "site-2"]
+"#;
+
+    fn load(text: &str) -> Result<HubConfig, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("hub.toml");
+        std::fs::write(&path, text).expect("write");
+        HubConfig::load(&path)
+    }
+
+    #[test]
+    fn good_config_and_ownership() {
+        let config = load(GOOD).expect("valid");
+        assert!(config.node.data_dir.is_absolute());
+        assert!(config.hub.owns("site-2"));
+        assert!(!config.hub.owns("site-3"));
+        assert!(HubSection::default().owns("anything"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (
+                GOOD.replace("group = \"hub-1\"", "group = \"Hub_1\""),
+                "group",
+            ),
+            (
+                GOOD.replace("\"site-1\", \"site-2\"", "\"site-1\", \"site-1\""),
+                "hub.sites",
+            ),
+            (GOOD.replace("[hub]", "[hub]\nregion = 1"), "region"),
+            (GOOD.replace("id = 1\ngroup", "id = 0\ngroup"), "node.id"),
+        ];
+        for (text, key) in cases {
+            let err = load(&text).expect_err(key).to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+}

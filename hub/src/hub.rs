@@ -1,0 +1,95 @@
+//! A running hub node: a member of one hub group (`shared::group`) that ingests its sites'
+//! shipping sessions (`ingest`) and serves queries over the merged state (`api`).
+
+use std::sync::Arc;
+
+use shared::group::{ExternalService, GroupNode, StartError};
+use shared::metrics::Counter;
+
+use crate::config::HubConfig;
+use crate::ingest::IngestService;
+
+pub struct Hub {
+    pub group: Arc<GroupNode>,
+    pub config: HubConfig,
+}
+
+/// Hub-only counters.
+pub struct HubMetrics {
+    pub sessions: Counter,
+    pub batches: Counter,
+    pub events: Counter,
+    pub bytes: Counter,
+    pub gaps: Counter,
+    pub fenced: Counter,
+    pub forbidden: Counter,
+    pub bad_batches: Counter,
+}
+
+pub static HUB: HubMetrics = HubMetrics {
+    sessions: Counter::new(
+        "openclaw_hub_ship_sessions_total",
+        "Shipping sessions opened by edge leaders",
+    ),
+    batches: Counter::new(
+        "openclaw_hub_ship_batches_total",
+        "Shipping batches acknowledged (applied, or already held)",
+    ),
+    events: Counter::new(
+        "openclaw_hub_ship_events_total",
+        "Events received in shipping batches (duplicates included)",
+    ),
+    bytes: Counter::new(
+        "openclaw_hub_ship_bytes_total",
+        "Compressed shipping bytes received",
+    ),
+    gaps: Counter::new(
+        "openclaw_hub_ship_gaps_total",
+        "Batches refused for a gap (the edge resends from the expected seq)",
+    ),
+    fenced: Counter::new(
+        "openclaw_hub_ship_fenced_total",
+        "Sessions or batches refused for a stale epoch",
+    ),
+    forbidden: Counter::new(
+        "openclaw_hub_ship_forbidden_total",
+        "Sessions refused: the certificate's site is not the site shipped, or not owned here",
+    ),
+    bad_batches: Counter::new(
+        "openclaw_hub_ship_bad_batches_total",
+        "Connections closed for an undecodable, oversize or invalid batch",
+    ),
+};
+
+impl HubMetrics {
+    pub fn render(&self, out: &mut String) {
+        for counter in [
+            &self.sessions,
+            &self.batches,
+            &self.events,
+            &self.bytes,
+            &self.gaps,
+            &self.fenced,
+            &self.forbidden,
+            &self.bad_batches,
+        ] {
+            counter.render(out);
+        }
+    }
+}
+
+impl Hub {
+    pub async fn start(config: HubConfig) -> Result<Arc<Hub>, StartError> {
+        let owned = config.hub.clone();
+        let group = GroupNode::start(config.group_settings(), move |node| {
+            let service: Arc<dyn ExternalService> = Arc::new(IngestService::new(node, owned));
+            Some(service)
+        })
+        .await?;
+        Ok(Arc::new(Hub { group, config }))
+    }
+
+    pub async fn shutdown(&self) {
+        self.group.shutdown().await;
+    }
+}

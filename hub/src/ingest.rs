@@ -1,0 +1,196 @@
+//! Ingest (DESIGN.md §3.3, hub side): serves shipping sessions from edge leaders. A session
+//! is authorized by the site its client certificate names; each batch is decoded and
+//! validated (bounded before and after decompression) before it is proposed, committed
+//! through the hub group's Raft log (forwarded to the leader from a follower), applied by
+//! `ship::rules` in the state machine — exactly once, in order, fenced by epoch — and only
+//! then acknowledged.
+
+use std::sync::{Arc, Weak};
+
+use futures::future::BoxFuture;
+use quinn::{RecvStream, SendStream};
+use shared::group::{ExternalService, GroupNode};
+use shared::identity::{NodeIdentity, Role};
+use shared::metrics::SHARED;
+use shared::ship::codec::{self, ShipBatch};
+use shared::ship::ShipReply;
+use shared::transport::StreamEnd;
+use shared::types::{CommandResponse, Op};
+use shared::wire::{read_frame, write_frame, Request, ShipFrame, WireError};
+use tracing::{info, warn};
+
+use crate::config::HubSection;
+use crate::hub::HUB;
+
+pub struct IngestService {
+    /// Weak: the group node owns the transport that owns this service.
+    node: Weak<GroupNode>,
+    owned: HubSection,
+}
+
+impl IngestService {
+    pub fn new(node: &Arc<GroupNode>, owned: HubSection) -> Self {
+        IngestService {
+            node: Arc::downgrade(node),
+            owned,
+        }
+    }
+}
+
+impl ExternalService for IngestService {
+    fn admits(&self, peer: &NodeIdentity) -> bool {
+        peer.role == Role::Edge
+    }
+
+    fn serve_stream(
+        &self,
+        peer: NodeIdentity,
+        request: Request,
+        recv: RecvStream,
+        send: SendStream,
+    ) -> BoxFuture<'static, StreamEnd> {
+        let node = self.node.upgrade();
+        let owned = self.owned.clone();
+        Box::pin(async move {
+            let Some(node) = node else {
+                return StreamEnd::Finished;
+            };
+            match request {
+                Request::ShipOpen { site, epoch } => {
+                    serve_session(node, owned, peer, site, epoch, recv, send).await
+                }
+                other => {
+                    warn!(%peer, request = ?other, "edge node sent a request other than ShipOpen; refused");
+                    StreamEnd::Misbehaved
+                }
+            }
+        })
+    }
+}
+
+/// Commits a batch (or an empty opening batch) and returns the hub's answer.
+async fn propose(node: &GroupNode, batch: Vec<u8>) -> Result<ShipReply, String> {
+    let command = node.command(Op::Ingest { batch }, None, None);
+    match node.write(command).await {
+        Ok(CommandResponse::Ship(reply)) => Ok(reply),
+        Ok(other) => Err(format!("unexpected result {other:?}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn count(reply: &ShipReply) {
+    match reply {
+        ShipReply::ShippedThrough(_) => {}
+        ShipReply::Gap { .. } => HUB.gaps.inc(),
+        ShipReply::Fenced { .. } => HUB.fenced.inc(),
+        ShipReply::Rejected(_) => HUB.bad_batches.inc(),
+    }
+}
+
+async fn refuse(mut send: SendStream, reason: String) -> StreamEnd {
+    HUB.forbidden.inc();
+    let _ = write_frame(&mut send, &ShipReply::Rejected(reason)).await;
+    let _ = send.finish();
+    StreamEnd::Finished
+}
+
+async fn serve_session(
+    node: Arc<GroupNode>,
+    owned: HubSection,
+    peer: NodeIdentity,
+    site: String,
+    epoch: u64,
+    mut recv: RecvStream,
+    mut send: SendStream,
+) -> StreamEnd {
+    if peer.site.as_str() != site {
+        warn!(%peer, claimed_site = %site, "edge certificate of one site tried to ship as another; refused");
+        return refuse(
+            send,
+            format!("certificate is for site {}, not {site}", peer.site),
+        )
+        .await;
+    }
+    if !owned.owns(&site) {
+        warn!(%peer, site = %site, group = %node.site(), "site is not owned by this hub group; refused");
+        return refuse(
+            send,
+            format!("site {site} is not owned by hub group {}", node.site()),
+        )
+        .await;
+    }
+    HUB.sessions.inc();
+    let opening = ShipBatch {
+        site: site.clone(),
+        epoch,
+        first_seq: 1,
+        head_seq: 0,
+        events: Vec::new(),
+    };
+    let Ok(opening) = codec::encode(&opening) else {
+        return StreamEnd::Finished;
+    };
+    let reply = match propose(&node, opening).await {
+        Ok(reply) => reply,
+        Err(e) => {
+            info!(%peer, error = %e, "could not open a shipping session now");
+            return StreamEnd::Finished;
+        }
+    };
+    count(&reply);
+    if write_frame(&mut send, &reply).await.is_err() {
+        return StreamEnd::Finished;
+    }
+    info!(%peer, epoch, answer = ?reply, "shipping session opened");
+    if !matches!(reply, ShipReply::ShippedThrough(_)) {
+        let _ = send.finish();
+        return StreamEnd::Finished;
+    }
+    loop {
+        let frame = match read_frame::<_, ShipFrame>(&mut recv).await {
+            Ok(frame) => frame,
+            Err(WireError::Io(_)) => return StreamEnd::Finished, // the edge went away
+            Err(e) => {
+                SHARED.bad_frames.inc();
+                warn!(%peer, error = %e, "bad frame on a shipping session; closing the connection");
+                return StreamEnd::Misbehaved;
+            }
+        };
+        HUB.bytes.add(frame.batch.len() as u64);
+        // Checked here, before proposing: garbage never reaches the log.
+        let batch = match codec::decode(&frame.batch) {
+            Ok(batch) => batch,
+            Err(e) => {
+                HUB.bad_batches.inc();
+                warn!(%peer, error = %e, "invalid shipping batch; closing the connection");
+                return StreamEnd::Misbehaved;
+            }
+        };
+        if batch.site != site {
+            HUB.forbidden.inc();
+            warn!(%peer, batch_site = %batch.site, "batch for another site on a session; closing the connection");
+            return StreamEnd::Misbehaved;
+        }
+        HUB.events.add(batch.events.len() as u64);
+        let reply = match propose(&node, frame.batch).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                // Unknown outcome: the edge reconnects and resumes from shipped-through.
+                info!(%peer, error = %e, "could not commit a batch; closing the session");
+                return StreamEnd::Finished;
+            }
+        };
+        count(&reply);
+        if matches!(reply, ShipReply::ShippedThrough(_)) {
+            HUB.batches.inc();
+        }
+        let stop = !matches!(reply, ShipReply::ShippedThrough(_) | ShipReply::Gap { .. });
+        if write_frame(&mut send, &reply).await.is_err() {
+            return StreamEnd::Finished;
+        }
+        if stop {
+            let _ = send.finish();
+            return StreamEnd::Finished;
+        }
+    }
+}
