@@ -226,4 +226,12 @@ key = "certs/node-1.key"
             assert!(err.contains(key), "{key}: {err}");
         }
     }
+
+    #[test]
+    fn example_configs_in_the_repo_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        for file in ["edge.toml", "edge-single.toml"] {
+            EdgeConfig::load(&dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
+    }
 }

@@ -429,3 +429,171 @@ async fn a_hub_restart_keeps_shipped_through_and_resumes_without_loss_or_duplica
     assert_eq!(last, 250);
     assert_exactly_once(hub, &site_name(1), last, &acked).await;
 }
+
+mod hostile {
+    //! Scenario 3: a site-B certificate shipping as site A is refused and logged; garbage,
+    //! oversize frames and decompression bombs close the connection; the hub keeps serving.
+
+    use std::net::SocketAddr;
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use openclaw_hil_tests::lab::HUB_GROUP;
+    use openclaw_hil_tests::{wait_until, Lab};
+    use shared::config::{SiteId, TlsSection};
+    use shared::identity::NodeIdentity;
+    use shared::ship::codec::{encode, ShipBatch};
+    use shared::ship::{EventKind, ShipReply, ShippedEvent};
+    use shared::tls::TlsMaterial;
+    use shared::transport::{Transport, TransportTiming};
+    use shared::wire::{read_frame, write_frame, Request, ShipFrame};
+
+    use super::{lab_options, wait_fully_shipped, CATCH_UP};
+
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// A QUIC endpoint holding a genuine certificate (from the lab's CA) of `site`'s node 9.
+    fn impostor(lab_dir: &Path, site: &str) -> Arc<Transport> {
+        let certs = lab_dir.join("impostor");
+        std::fs::create_dir_all(&certs).expect("dir");
+        for file in ["ca.pem", "ca.key"] {
+            std::fs::copy(lab_dir.join("ca").join(file), certs.join(file)).expect("copy CA");
+        }
+        let bin = openclaw_hil_tests::binary("openclaw-edge", "OPENCLAW_EDGE_BIN").expect("bin");
+        let out = std::process::Command::new(bin)
+            .args(["certs", "node", "--site", site, "--id", "9", "--dir"])
+            .arg(&certs)
+            .output()
+            .expect("certs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let tls = TlsMaterial::load(&TlsSection {
+            ca: certs.join("ca.pem"),
+            cert: certs.join("node-9.pem"),
+            key: certs.join("node-9.key"),
+        })
+        .expect("tls");
+        let site = SiteId::parse(site).expect("site");
+        Transport::bind(
+            "127.0.0.1:0".parse().expect("addr"),
+            &tls,
+            NodeIdentity::edge(site, 9),
+            TransportTiming {
+                keep_alive: Duration::from_secs(1),
+                idle_timeout: Duration::from_secs(5),
+            },
+        )
+        .expect("bind")
+    }
+
+    async fn open(
+        t: &Arc<Transport>,
+        hub: (&NodeIdentity, SocketAddr),
+        site: &str,
+    ) -> (quinn::SendStream, quinn::RecvStream, ShipReply) {
+        let request = Request::ShipOpen {
+            site: site.into(),
+            epoch: 0,
+        };
+        let (send, mut recv) = t
+            .open_stream(hub.0, &hub.1.to_string(), &request, TIMEOUT)
+            .await
+            .expect("open");
+        let reply = tokio::time::timeout(TIMEOUT, read_frame::<_, ShipReply>(&mut recv))
+            .await
+            .expect("reply in time")
+            .expect("reply");
+        (send, recv, reply)
+    }
+
+    /// Sends `bytes` as a batch frame (or raw, unframed) and expects the hub to drop the
+    /// connection instead of answering.
+    async fn expect_closed(t: &Arc<Transport>, hub: (&NodeIdentity, SocketAddr), site: &str, raw: Option<&[u8]>, batch: Vec<u8>) {
+        let (mut send, mut recv, reply) = open(t, hub, site).await;
+        assert!(matches!(reply, ShipReply::ShippedThrough(_)), "{reply:?}");
+        match raw {
+            Some(bytes) => send.write_all(bytes).await.expect("write raw"),
+            None => write_frame(&mut send, &ShipFrame { batch }).await.expect("write frame"),
+        }
+        let answer = tokio::time::timeout(TIMEOUT, read_frame::<_, ShipReply>(&mut recv))
+            .await
+            .expect("the hub reacts in time");
+        assert!(answer.is_err(), "the hub answered {answer:?} instead of closing");
+        t.forget(hub.0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn forged_sites_and_hostile_frames_are_refused_and_the_hub_keeps_serving() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lab = Lab::start(dir.path(), lab_options(2, 1, 1)).await.expect("lab");
+        let hub = lab.hub().expect("hub");
+        let hub_id = NodeIdentity::hub(SiteId::parse(HUB_GROUP).expect("group"), 1);
+        let target = (&hub_id, hub.node(1).expect("hub node").raft_advertise);
+        let site_b = impostor(dir.path(), "site-2");
+
+        // A site-2 certificate asking to ship site-1: refused, counted, logged.
+        let (_, _, reply) = open(&site_b, target, "site-1").await;
+        match reply {
+            ShipReply::Rejected(reason) => assert!(reason.contains("certificate is for site site-2"), "{reason}"),
+            other => panic!("forged session accepted: {other:?}"),
+        }
+        assert!(hub.metric(1, "openclaw_hub_ship_forbidden_total").await.expect("metric") >= 1.0);
+        let log = std::fs::read_to_string(hub.node(1).expect("node").dir.join("node.log")).expect("log");
+        assert!(log.contains("tried to ship as another"), "refusal logged");
+
+        // On its own site's session: a batch naming site-1, garbage, a decompression bomb,
+        // and an oversize frame each close the connection before anything is proposed.
+        let other_site = encode(&ShipBatch {
+            site: "site-1".into(),
+            epoch: 0,
+            first_seq: 1,
+            head_seq: 1,
+            events: vec![ShippedEvent {
+                seq: 1,
+                hlc: 1,
+                kind: EventKind::Delete { key: b"k".to_vec() },
+            }],
+        })
+        .expect("encode");
+        expect_closed(&site_b, target, "site-2", None, other_site).await;
+        expect_closed(&site_b, target, "site-2", None, b"not zstd at all".to_vec()).await;
+        let bomb = zstd::bulk::compress(&vec![0u8; 64 * 1024 * 1024], 19).expect("bomb");
+        assert!(bomb.len() < 64 * 1024);
+        expect_closed(&site_b, target, "site-2", None, bomb).await;
+        let mut oversize = (5u32 * 1024 * 1024).to_be_bytes().to_vec();
+        oversize.extend_from_slice(&[1u8; 1024]);
+        expect_closed(&site_b, target, "site-2", Some(&oversize), Vec::new()).await;
+        assert!(hub.metric(1, "openclaw_hub_ship_bad_batches_total").await.expect("metric") >= 2.0);
+        assert!(hub.metric(1, "openclaw_bad_frames_total").await.expect("metric") >= 1.0);
+        assert_eq!(super::shipped_through(hub, "site-1").await, 0, "nothing of site-1 was applied");
+
+        // The hub keeps serving the genuine sites.
+        for (i, site) in lab.sites.iter().enumerate() {
+            let (status, body, _) = super::append(site, 1, &format!("real-{i}"), &format!("real-{i}")).await;
+            assert_eq!(status, 200, "{body}");
+        }
+        for site in &lab.sites {
+            assert_eq!(wait_fully_shipped(hub, site).await, 1);
+        }
+        // Query errors name the bad input, as JSON.
+        for (path, status) in [
+            ("/v1/sites/Bad_Site/kv/x", 400),
+            ("/v1/sites/site-9", 404),
+            ("/v1/sites/site-1/kv/missing", 404),
+            ("/v1/feed?cursor=soon", 400),
+            ("/v1/feed?limit=0", 400),
+            ("/v1/nope", 404),
+        ] {
+            let a = openclaw_hil_tests::request(&hub.http, reqwest::Method::GET, &format!("{}{path}", hub.url(1)), &[], None)
+                .await
+                .expect("request");
+            assert_eq!(a.status, status, "{path}: {}", a.text());
+            assert!(a.json()["error"]["message"].is_string(), "{path}: {}", a.text());
+        }
+        wait_until(CATCH_UP, "hub still ready", || async {
+            hub.get_json(1, "/readyz").await.is_ok()
+        })
+        .await
+        .expect("ready");
+    }
+}

@@ -181,4 +181,12 @@ sites = ["site-1", "site-2"]
             assert!(err.contains(key), "{key}: {err}");
         }
     }
+
+    #[test]
+    fn example_configs_in_the_repo_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        for file in ["hub.toml"] {
+            HubConfig::load(&dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
+    }
 }
