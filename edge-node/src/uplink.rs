@@ -177,7 +177,12 @@ async fn lead(edge: &Arc<Edge>, config: &UplinkSection, next_hub: &mut usize) {
         let result = ship_session(edge, config, hub, &mut session, &mut recorder).await;
         edge.uplink.connected.store(false, Ordering::Release);
         if let Err(error) = result {
-            if edge.uplink.retries.load(Ordering::Relaxed).is_multiple_of(20) {
+            if edge
+                .uplink
+                .retries
+                .load(Ordering::Relaxed)
+                .is_multiple_of(20)
+            {
                 warn!(hub = hub.id, addr = %hub.addr, %error, "shipping session failed; retrying with backoff");
             }
             edge.uplink.failed(format!("hub node {}: {error}", hub.id));

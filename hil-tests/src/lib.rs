@@ -634,7 +634,7 @@ impl Drop for LabGroup {
     }
 }
 
-fn run(bin: &Path, args: &[&str], dir: &Path) -> anyhow::Result<()> {
+pub fn run(bin: &Path, args: &[&str], dir: &Path) -> anyhow::Result<()> {
     let out = Command::new(bin).args(args).arg(dir).output()?;
     if !out.status.success() {
         bail!(

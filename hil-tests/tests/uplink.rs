@@ -466,7 +466,11 @@ mod hostile {
             .arg(&certs)
             .output()
             .expect("certs");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let tls = TlsMaterial::load(&TlsSection {
             ca: certs.join("ca.pem"),
             cert: certs.join("node-9.pem"),
@@ -508,24 +512,37 @@ mod hostile {
 
     /// Sends `bytes` as a batch frame (or raw, unframed) and expects the hub to drop the
     /// connection instead of answering.
-    async fn expect_closed(t: &Arc<Transport>, hub: (&NodeIdentity, SocketAddr), site: &str, raw: Option<&[u8]>, batch: Vec<u8>) {
+    async fn expect_closed(
+        t: &Arc<Transport>,
+        hub: (&NodeIdentity, SocketAddr),
+        site: &str,
+        raw: Option<&[u8]>,
+        batch: Vec<u8>,
+    ) {
         let (mut send, mut recv, reply) = open(t, hub, site).await;
         assert!(matches!(reply, ShipReply::ShippedThrough(_)), "{reply:?}");
         match raw {
             Some(bytes) => send.write_all(bytes).await.expect("write raw"),
-            None => write_frame(&mut send, &ShipFrame { batch }).await.expect("write frame"),
+            None => write_frame(&mut send, &ShipFrame { batch })
+                .await
+                .expect("write frame"),
         }
         let answer = tokio::time::timeout(TIMEOUT, read_frame::<_, ShipReply>(&mut recv))
             .await
             .expect("the hub reacts in time");
-        assert!(answer.is_err(), "the hub answered {answer:?} instead of closing");
+        assert!(
+            answer.is_err(),
+            "the hub answered {answer:?} instead of closing"
+        );
         t.forget(hub.0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn forged_sites_and_hostile_frames_are_refused_and_the_hub_keeps_serving() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let lab = Lab::start(dir.path(), lab_options(2, 1, 1)).await.expect("lab");
+        let lab = Lab::start(dir.path(), lab_options(2, 1, 1))
+            .await
+            .expect("lab");
         let hub = lab.hub().expect("hub");
         let hub_id = NodeIdentity::hub(SiteId::parse(HUB_GROUP).expect("group"), 1);
         let target = (&hub_id, hub.node(1).expect("hub node").raft_advertise);
@@ -534,11 +551,20 @@ mod hostile {
         // A site-2 certificate asking to ship site-1: refused, counted, logged.
         let (_, _, reply) = open(&site_b, target, "site-1").await;
         match reply {
-            ShipReply::Rejected(reason) => assert!(reason.contains("certificate is for site site-2"), "{reason}"),
+            ShipReply::Rejected(reason) => assert!(
+                reason.contains("certificate is for site site-2"),
+                "{reason}"
+            ),
             other => panic!("forged session accepted: {other:?}"),
         }
-        assert!(hub.metric(1, "openclaw_hub_ship_forbidden_total").await.expect("metric") >= 1.0);
-        let log = std::fs::read_to_string(hub.node(1).expect("node").dir.join("node.log")).expect("log");
+        assert!(
+            hub.metric(1, "openclaw_hub_ship_forbidden_total")
+                .await
+                .expect("metric")
+                >= 1.0
+        );
+        let log =
+            std::fs::read_to_string(hub.node(1).expect("node").dir.join("node.log")).expect("log");
         assert!(log.contains("tried to ship as another"), "refusal logged");
 
         // On its own site's session: a batch naming site-1, garbage, a decompression bomb,
@@ -563,13 +589,28 @@ mod hostile {
         let mut oversize = (5u32 * 1024 * 1024).to_be_bytes().to_vec();
         oversize.extend_from_slice(&[1u8; 1024]);
         expect_closed(&site_b, target, "site-2", Some(&oversize), Vec::new()).await;
-        assert!(hub.metric(1, "openclaw_hub_ship_bad_batches_total").await.expect("metric") >= 2.0);
-        assert!(hub.metric(1, "openclaw_bad_frames_total").await.expect("metric") >= 1.0);
-        assert_eq!(super::shipped_through(hub, "site-1").await, 0, "nothing of site-1 was applied");
+        assert!(
+            hub.metric(1, "openclaw_hub_ship_bad_batches_total")
+                .await
+                .expect("metric")
+                >= 2.0
+        );
+        assert!(
+            hub.metric(1, "openclaw_bad_frames_total")
+                .await
+                .expect("metric")
+                >= 1.0
+        );
+        assert_eq!(
+            super::shipped_through(hub, "site-1").await,
+            0,
+            "nothing of site-1 was applied"
+        );
 
         // The hub keeps serving the genuine sites.
         for (i, site) in lab.sites.iter().enumerate() {
-            let (status, body, _) = super::append(site, 1, &format!("real-{i}"), &format!("real-{i}")).await;
+            let (status, body, _) =
+                super::append(site, 1, &format!("real-{i}"), &format!("real-{i}")).await;
             assert_eq!(status, 200, "{body}");
         }
         for site in &lab.sites {
@@ -584,11 +625,21 @@ mod hostile {
             ("/v1/feed?limit=0", 400),
             ("/v1/nope", 404),
         ] {
-            let a = openclaw_hil_tests::request(&hub.http, reqwest::Method::GET, &format!("{}{path}", hub.url(1)), &[], None)
-                .await
-                .expect("request");
+            let a = openclaw_hil_tests::request(
+                &hub.http,
+                reqwest::Method::GET,
+                &format!("{}{path}", hub.url(1)),
+                &[],
+                None,
+            )
+            .await
+            .expect("request");
             assert_eq!(a.status, status, "{path}: {}", a.text());
-            assert!(a.json()["error"]["message"].is_string(), "{path}: {}", a.text());
+            assert!(
+                a.json()["error"]["message"].is_string(),
+                "{path}: {}",
+                a.text()
+            );
         }
         wait_until(CATCH_UP, "hub still ready", || async {
             hub.get_json(1, "/readyz").await.is_ok()
@@ -596,4 +647,86 @@ mod hostile {
         .await
         .expect("ready");
     }
+}
+
+/// A hub cluster scales out by groups: each hub group owns some sites (static assignment),
+/// ingests only those, and refuses a site it does not own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hub_groups_split_the_sites_and_refuse_sites_they_do_not_own() {
+    use openclaw_hil_tests::{binary, run, GroupKind, UplinkOptions};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("ca");
+    run(
+        &binary("openclaw-edge", "OPENCLAW_EDGE_BIN").expect("bin"),
+        &["certs", "ca", "--dir"],
+        &ca,
+    )
+    .expect("ca");
+    let mut hubs = Vec::new();
+    for (g, owned) in [(1u32, "site-1"), (2, "site-2")] {
+        let options = GroupOptions {
+            kind: GroupKind::Hub,
+            site: format!("hub-{g}"),
+            ip_base: (1 << 16) + 16 * g,
+            ca_dir: Some(ca.clone()),
+            hub_sites: vec![owned.to_owned()],
+            ..fast()
+        };
+        hubs.push(
+            LabGroup::start(&dir.path().join(format!("hub-{g}")), 1, options)
+                .await
+                .expect("hub"),
+        );
+    }
+    let mut sites = Vec::new();
+    // site-3 is sent to hub-1, which does not own it.
+    for (i, hub) in [(1u32, 0usize), (2, 1), (3, 0)] {
+        let options = GroupOptions {
+            site: format!("site-{i}"),
+            ip_base: 16 * i,
+            ca_dir: Some(ca.clone()),
+            uplink: Some(UplinkOptions::to(&hubs[hub])),
+            ..fast()
+        };
+        sites.push(
+            LabGroup::start(&dir.path().join(format!("site-{i}")), 1, options)
+                .await
+                .expect("site"),
+        );
+    }
+    for g in hubs.iter().chain(&sites) {
+        g.wait_ready(&g.ids()).await.expect("ready");
+    }
+    for site in &sites {
+        for i in 0..20 {
+            let (status, body, _) = append(site, 1, &format!("e{i}"), &format!("e{i}")).await;
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+    assert_eq!(wait_fully_shipped(&hubs[0], &sites[0]).await, 20);
+    assert_eq!(wait_fully_shipped(&hubs[1], &sites[1]).await, 20);
+    for (hub, foreign) in [
+        (&hubs[0], "site-2"),
+        (&hubs[1], "site-1"),
+        (&hubs[0], "site-3"),
+    ] {
+        assert!(
+            hub_json(hub, &format!("/v1/sites/{foreign}"))
+                .await
+                .is_err(),
+            "{} holds nothing of {foreign}",
+            hub.options.site
+        );
+    }
+    wait_until(CATCH_UP, "site-3 reports the refusal", || async {
+        sites[2].status(1).await.ok().is_some_and(|s| {
+            s["uplink"]["last_error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("not owned by hub group hub-1")
+                && s["uplink"]["backlog_events"] == 20
+        })
+    })
+    .await
+    .expect("refusal visible in status");
 }
