@@ -1,14 +1,13 @@
 //! `openclaw-edge` config: the shared sections plus `[cluster]` and `[api]`, validated as a
 //! whole (cross-field rules name the key they break).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 use shared::config::{
-    load_toml, resolve_relative, validate_group, validate_http, ApiSection, ByteSize,
-    ClusterSection, ConfigError, HttpSection, HumanDuration, NodeSection, RaftSection, SiteId,
-    StorageSection, TlsSection,
+    ApiSection, ByteSize, ClusterSection, ConfigError, GroupSections, HttpSection, HumanDuration,
+    NodeConfig, NodeSection, RaftSection, SiteId, StorageSection, TlsSection,
 };
 use shared::group::GroupSettings;
 use shared::identity::NodeIdentity;
@@ -109,47 +108,36 @@ fn default_http() -> HttpSection {
     }
 }
 
-impl EdgeConfig {
-    /// Loads and validates a config file.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let mut config: EdgeConfig = load_toml(path)?;
-        config.validate(path)?;
-        resolve_relative(path, &mut config.node.data_dir);
-        resolve_relative(path, &mut config.tls.ca);
-        resolve_relative(path, &mut config.tls.cert);
-        resolve_relative(path, &mut config.tls.key);
-        Ok(config)
-    }
-
+impl NodeConfig for EdgeConfig {
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        validate_group(path, self.node.id, &self.cluster, &self.api)?;
-        self.raft.validate(path)?;
-        self.storage.validate(path)?;
-        validate_http(path, &self.http)?;
+        self.sections().validate(path)?;
         if let Some(uplink) = &self.uplink {
             uplink.validate(path)?;
         }
         Ok(())
     }
 
+    fn paths_mut(&mut self) -> (&mut PathBuf, &mut TlsSection) {
+        (&mut self.node.data_dir, &mut self.tls)
+    }
+}
+
+impl EdgeConfig {
     /// What the Raft group member needs from this config.
     pub fn group_settings(&self) -> GroupSettings {
-        GroupSettings {
-            identity: NodeIdentity::edge(self.node.site.clone(), self.node.id),
-            data_dir: self.node.data_dir.clone(),
-            raft: self.raft.clone(),
-            storage: self.storage.clone(),
-            tls: self.tls.clone(),
-            bootstrap: self.cluster.bootstrap,
-            members: self
-                .cluster
-                .members
-                .iter()
-                .map(|m| (m.id, m.addr()))
-                .collect(),
-            write_timeout: self.api.write_timeout.0,
-            read_timeout: self.api.read_timeout.0,
-            idempotency_window: self.api.idempotency_window.0,
+        let identity = NodeIdentity::edge(self.node.site.clone(), self.node.id);
+        GroupSettings::from_sections(identity, self.node.data_dir.clone(), &self.sections())
+    }
+
+    fn sections(&self) -> GroupSections<'_> {
+        GroupSections {
+            node_id: self.node.id,
+            raft: &self.raft,
+            storage: &self.storage,
+            http: &self.http,
+            tls: &self.tls,
+            cluster: &self.cluster,
+            api: &self.api,
         }
     }
 }

@@ -129,6 +129,18 @@ impl Default for GroupOptions {
     }
 }
 
+impl GroupOptions {
+    /// Fast failure detection for tests (generous enough for 2-core CI).
+    pub fn fast() -> Self {
+        GroupOptions {
+            heartbeat: "50ms",
+            election_timeout: "500ms",
+            write_timeout: "3s",
+            ..GroupOptions::default()
+        }
+    }
+}
+
 /// One node process of a lab group.
 pub struct LabNode {
     pub id: u64,

@@ -7,14 +7,8 @@ use std::time::{Duration, Instant};
 use openclaw_hil_tests::{request, wait_until, Answer, GroupOptions, LabGroup};
 use reqwest::Method;
 
-/// Fast timing for tests; generous limits for 2-core CI.
 fn fast() -> GroupOptions {
-    GroupOptions {
-        heartbeat: "50ms",
-        election_timeout: "500ms",
-        write_timeout: "3s",
-        ..GroupOptions::default()
-    }
+    GroupOptions::fast()
 }
 
 const CATCH_UP: Duration = Duration::from_secs(30);

@@ -16,12 +16,7 @@ use serde_json::Value;
 const CATCH_UP: Duration = Duration::from_secs(60);
 
 fn fast() -> GroupOptions {
-    GroupOptions {
-        heartbeat: "50ms",
-        election_timeout: "500ms",
-        write_timeout: "3s",
-        ..GroupOptions::default()
-    }
+    GroupOptions::fast()
 }
 
 fn lab_options(sites: u64, edge_nodes: u64, hub_nodes: u64) -> LabOptions {

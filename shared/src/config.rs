@@ -20,11 +20,9 @@ use crate::units::{parse_duration, parse_size};
 /// A config file could not be read or is invalid. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// (The IO error is part of the message, not a `source`, so it is printed once.)
+    #[error("cannot read config {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("invalid config {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid config {path}: key `{key}`: {message}")]
@@ -37,9 +35,9 @@ pub enum ConfigError {
 
 /// Reads and parses a TOML file into `T` (which should be `deny_unknown_fields`).
 pub fn load_toml<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.to_owned(),
-        source,
+        error,
     })?;
     toml::from_str(&text).map_err(|e| ConfigError::Parse {
         path: path.to_owned(),
@@ -370,6 +368,50 @@ mod api_defaults {
     }
     pub fn idempotency_window() -> HumanDuration {
         HumanDuration(Duration::from_secs(MIN_IDEMPOTENCY_WINDOW_SECS))
+    }
+}
+
+/// The sections every group member's config has, borrowed from a daemon's own config type.
+pub struct GroupSections<'a> {
+    pub node_id: u64,
+    pub raft: &'a RaftSection,
+    pub storage: &'a StorageSection,
+    pub http: &'a HttpSection,
+    pub tls: &'a TlsSection,
+    pub cluster: &'a ClusterSection,
+    pub api: &'a ApiSection,
+}
+
+impl GroupSections<'_> {
+    /// Checks every shared section and the rules between them.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        validate_group(path, self.node_id, self.cluster, self.api)?;
+        self.raft.validate(path)?;
+        self.storage.validate(path)?;
+        validate_http(path, self.http)
+    }
+}
+
+/// A daemon's whole config file: loaded strictly, validated, then its paths made absolute.
+pub trait NodeConfig: DeserializeOwned {
+    /// Every rule the file must satisfy (each error names its key).
+    fn validate(&self, path: &Path) -> Result<(), ConfigError>;
+    /// The data directory and TLS files, to resolve against the file's directory.
+    fn paths_mut(&mut self) -> (&mut PathBuf, &mut TlsSection);
+
+    fn load(path: &Path) -> Result<Self, ConfigError> {
+        let mut config: Self = load_toml(path)?;
+        config.validate(path)?;
+        let (data_dir, tls) = config.paths_mut();
+        resolve_node_paths(path, data_dir, tls);
+        Ok(config)
+    }
+}
+
+/// Makes the data directory and TLS files absolute against the config file's directory.
+pub fn resolve_node_paths(config_path: &Path, data_dir: &mut PathBuf, tls: &mut TlsSection) {
+    for p in [data_dir, &mut tls.ca, &mut tls.cert, &mut tls.key] {
+        resolve_relative(config_path, p);
     }
 }
 

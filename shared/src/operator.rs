@@ -34,6 +34,13 @@ pub enum OperatorError {
     Malformed(String),
     #[error(transparent)]
     Certs(#[from] crate::identity::CertError),
+    #[error("cannot bind the client API on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot install the signal handlers: {0}")]
+    Signals(std::io::Error),
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -269,17 +276,81 @@ pub async fn wait_for_signal() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Parses the command line and runs `body` on a multi-threaded runtime, mapping the outcome
-/// to the exit-code contract: clap usage errors 2 (`--help` 0), failures 1.
-pub fn main_with<C, F, Fut, E>(body: F) -> ExitCode
+/// A daemon's life after its node started: serves `app` on `listen`, tells systemd it is
+/// ready (then pings the watchdog while `group`'s Raft core answers), waits for SIGTERM or
+/// SIGINT, runs `stop` (the daemon's own shutdown: hand leadership over, flush), then stops
+/// the HTTP server.
+pub async fn serve_until_signal<F, Fut>(
+    listen: std::net::SocketAddr,
+    app: axum::Router,
+    group: std::sync::Arc<crate::group::GroupNode>,
+    stop: F,
+) -> Result<(), OperatorError>
 where
-    C: clap::Parser,
-    F: FnOnce(C) -> Fut,
-    Fut: Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = ()>,
 {
-    let cli = match C::try_parse() {
-        Ok(cli) => cli,
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| OperatorError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    crate::group::supervise::start_leadership_metrics(group.clone());
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    crate::group::supervise::start_watchdog(group);
+    tracing::info!("serving");
+    wait_for_signal().await.map_err(OperatorError::Signals)?;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    tracing::info!("stopping");
+    stop().await;
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), server).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Every daemon's command line: `run --config FILE`, plus the operator commands.
+#[derive(Subcommand, Debug)]
+pub enum DaemonCommand {
+    /// Run the daemon.
+    Run {
+        /// Path of the TOML config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    #[command(flatten)]
+    Operator(OperatorCommand),
+}
+
+/// A daemon binary's `main`: parses `DaemonCommand` under `name`/`about`, then either runs the
+/// daemon (`run`, given the config path) or carries out an operator command for `role`.
+pub fn daemon_main<F, Fut>(name: &'static str, about: &'static str, role: Role, run: F) -> ExitCode
+where
+    F: FnOnce(PathBuf) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    use clap::FromArgMatches;
+    let command = DaemonCommand::augment_subcommands(
+        clap::Command::new(name)
+            .about(about)
+            .version(env!("CARGO_PKG_VERSION"))
+            .subcommand_required(true)
+            .arg_required_else_help(true),
+    );
+    let parsed = command
+        .try_get_matches()
+        .and_then(|matches| DaemonCommand::from_arg_matches(&matches));
+    let command = match parsed {
+        Ok(command) => command,
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() {
@@ -289,6 +360,22 @@ where
             };
         }
     };
+    block_on_exit_code(async move {
+        match command {
+            DaemonCommand::Run { config } => run(config).await,
+            DaemonCommand::Operator(command) => {
+                dispatch(command, role).await.map_err(|e| e.to_string())
+            }
+        }
+    })
+}
+
+/// Runs `body` on a multi-threaded runtime: `Ok` exits 0, `Err` prints it and exits 1.
+fn block_on_exit_code<Fut, E>(body: Fut) -> ExitCode
+where
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -299,7 +386,7 @@ where
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(body(cli)) {
+    match runtime.block_on(body) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

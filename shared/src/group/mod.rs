@@ -50,6 +50,33 @@ pub struct GroupSettings {
     pub idempotency_window: Duration,
 }
 
+impl GroupSettings {
+    /// Settings from the config sections every group member has.
+    pub fn from_sections(
+        identity: NodeIdentity,
+        data_dir: PathBuf,
+        sections: &crate::config::GroupSections<'_>,
+    ) -> Self {
+        GroupSettings {
+            identity,
+            data_dir,
+            raft: sections.raft.clone(),
+            storage: sections.storage.clone(),
+            tls: sections.tls.clone(),
+            bootstrap: sections.cluster.bootstrap,
+            members: sections
+                .cluster
+                .members
+                .iter()
+                .map(|m| (m.id, m.addr()))
+                .collect(),
+            write_timeout: sections.api.write_timeout.0,
+            read_timeout: sections.api.read_timeout.0,
+            idempotency_window: sections.api.idempotency_window.0,
+        }
+    }
+}
+
 /// Requests from peers outside the group (edge shippers at a hub), served on the group's
 /// QUIC endpoint beside Raft. Group-internal requests are never passed here.
 pub trait ExternalService: Send + Sync + 'static {
