@@ -154,6 +154,15 @@ impl ShipperSession {
                 self.backoff.reset();
                 Effect::Continue
             }
+            ShipReply::Gap { expected } if expected <= self.shipped_through => {
+                // The hub once confirmed more than it now has (its copy was lost or rolled
+                // back): resending cannot help, and the outbox may no longer hold those
+                // events. Back off and say so; an operator must reseed the hub's copy.
+                Effect::Reconnect(format!(
+                    "the hub expects seq {expected} but had confirmed seq {} earlier",
+                    self.shipped_through
+                ))
+            }
             ShipReply::Gap { expected } => {
                 if expected > self.shipped_through + 1 {
                     // The hub has more than we knew (e.g. our last ack was lost).
@@ -231,6 +240,17 @@ mod tests {
         s.on_connected();
         s.on_reply(ShipReply::ShippedThrough(10));
         assert_eq!(s.next_batch(100, 5), Some((11, 15)));
+    }
+
+    #[test]
+    fn a_hub_that_forgot_what_it_confirmed_is_not_resent_to_in_a_loop() {
+        let now = Instant::now();
+        let mut s = streaming(50, now);
+        s.next_batch(100, 10);
+        assert!(matches!(
+            s.on_reply(ShipReply::Gap { expected: 20 }),
+            Effect::Reconnect(reason) if reason.contains("confirmed seq 50")
+        ));
     }
 
     #[test]
