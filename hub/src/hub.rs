@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use shared::group::{ExternalService, GroupNode, StartError};
-use shared::metrics::Counter;
+use shared::metrics::{Counter, Gauge};
 
 use crate::config::HubConfig;
 use crate::ingest::IngestService;
@@ -17,6 +17,7 @@ pub struct Hub {
 /// Hub-only counters.
 pub struct HubMetrics {
     pub sessions: Counter,
+    pub sessions_open: Gauge,
     pub batches: Counter,
     pub events: Counter,
     pub bytes: Counter,
@@ -30,6 +31,10 @@ pub static HUB: HubMetrics = HubMetrics {
     sessions: Counter::new(
         "openclaw_hub_ship_sessions_total",
         "Shipping sessions opened by edge leaders",
+    ),
+    sessions_open: Gauge::new(
+        "openclaw_hub_ship_sessions_open",
+        "Shipping sessions open on this hub node now (one per connected site leader)",
     ),
     batches: Counter::new(
         "openclaw_hub_ship_batches_total",
@@ -75,6 +80,7 @@ impl HubMetrics {
         ] {
             counter.render(out);
         }
+        self.sessions_open.render(out);
     }
 }
 

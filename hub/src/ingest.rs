@@ -94,6 +94,22 @@ async fn refuse(mut send: SendStream, reason: String) -> StreamEnd {
     StreamEnd::Finished
 }
 
+/// Counts a session as open for as long as it is served.
+struct OpenSession;
+
+impl OpenSession {
+    fn new() -> Self {
+        HUB.sessions_open.add(1);
+        OpenSession
+    }
+}
+
+impl Drop for OpenSession {
+    fn drop(&mut self) {
+        HUB.sessions_open.sub(1);
+    }
+}
+
 async fn serve_session(
     node: Arc<GroupNode>,
     owned: HubSection,
@@ -120,6 +136,7 @@ async fn serve_session(
         .await;
     }
     HUB.sessions.inc();
+    let _open = OpenSession::new();
     let opening = ShipBatch {
         site: site.clone(),
         epoch,

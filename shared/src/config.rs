@@ -22,7 +22,10 @@ use crate::units::{parse_duration, parse_size};
 pub enum ConfigError {
     /// (The IO error is part of the message, not a `source`, so it is printed once.)
     #[error("cannot read config {path}: {error}")]
-    Read { path: PathBuf, error: std::io::Error },
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("invalid config {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid config {path}: key `{key}`: {message}")]

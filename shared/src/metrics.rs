@@ -58,6 +58,12 @@ impl Gauge {
     pub fn set(&self, v: u64) {
         self.value.store(v, Ordering::Relaxed);
     }
+    pub fn add(&self, n: u64) {
+        self.value.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn sub(&self, n: u64) {
+        self.value.fetch_sub(n, Ordering::Relaxed);
+    }
     pub fn get(&self) -> u64 {
         self.value.load(Ordering::Relaxed)
     }

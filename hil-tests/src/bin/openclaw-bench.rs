@@ -50,6 +50,10 @@ struct Args {
     /// Where to write the table as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Also run a hub group of this many nodes that the site ships every event to (the
+    /// edge then pays for its outbox and shipper; on one machine the hub shares the CPUs).
+    #[arg(long, default_value_t = 0)]
+    hub_nodes: usize,
     /// Measure an already running lab (its endpoints.json) instead of starting one.
     #[arg(long)]
     endpoints: Option<PathBuf>,
@@ -302,11 +306,16 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-async fn start_lab(dir: &Path, nodes: usize) -> anyhow::Result<(Process, Vec<String>, Vec<u32>)> {
+async fn start_lab(
+    dir: &Path,
+    nodes: usize,
+    hub_nodes: usize,
+) -> anyhow::Result<(Process, Vec<String>, Vec<u32>)> {
     let lab_dir = dir.join("lab");
     let log = std::fs::File::create(dir.join("lab.log"))?;
     let child = Command::new(sibling("openclaw-lab")?)
-        .args(["up", "--edge-nodes", &nodes.to_string(), "--dir"])
+        .args(["up", "--edge-nodes", &nodes.to_string()])
+        .args(["--hub-nodes", &hub_nodes.to_string(), "--dir"])
         .arg(&lab_dir)
         .stdout(Stdio::null())
         .stderr(log)
@@ -512,7 +521,7 @@ async fn main() -> anyhow::Result<()> {
             measure(Target::OpenClaw { nodes: urls }, &pids, &args).await?,
         ));
     } else {
-        let (_lab, urls, pids) = start_lab(&dir, args.nodes).await?;
+        let (_lab, urls, pids) = start_lab(&dir, args.nodes, args.hub_nodes).await?;
         eprintln!("openclaw: {} nodes up, measuring", urls.len());
         results.push((
             "openclaw",
