@@ -12,11 +12,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::Value;
 use shared::http::{
-    finish, group_routes, idempotency_key, if_match, read_body, status_fields, validate_key,
-    validate_stream, write_result, ApiError,
+    event_json, finish, group_routes, parse_append, parse_delete, parse_put, status_fields,
+    write_result, ApiError,
 };
-use shared::limits::MAX_VALUE_BYTES;
-use shared::types::Op;
 
 use crate::edge::Edge;
 use crate::metrics;
@@ -29,6 +27,7 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .route("/v1/kv/{*key}", get(get_kv).put(put_kv).delete(delete_kv))
         .route("/v1/streams/{stream}", get(read_stream).post(append_stream))
         .route("/v1/status", get(status))
+        .route("/v1/admin/unshipped", get(unshipped))
         .route("/metrics", get(metrics_page))
         .with_state(edge.clone());
     finish(own.merge(group_routes(edge.group.clone())))
@@ -40,15 +39,8 @@ async fn put_kv(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let key = validate_key(&key)?;
-    let value = read_body(body, MAX_VALUE_BYTES, "value").await?;
-    let op = Op::Put {
-        key,
-        value: value.to_vec(),
-        if_revision: if_match(&headers)?,
-    };
-    let command = edge.command(op, idempotency_key(&headers)?);
-    write_result(edge.write(command).await?)
+    let (op, idem) = parse_put(&key, &headers, body).await?;
+    write_result(edge.write(edge.command(op, idem)).await?)
 }
 
 async fn delete_kv(
@@ -56,12 +48,8 @@ async fn delete_kv(
     Path(key): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let op = Op::Delete {
-        key: validate_key(&key)?,
-        if_revision: if_match(&headers)?,
-    };
-    let command = edge.command(op, idempotency_key(&headers)?);
-    write_result(edge.write(command).await?)
+    let (op, idem) = parse_delete(&key, &headers)?;
+    write_result(edge.write(edge.command(op, idem)).await?)
 }
 
 async fn append_stream(
@@ -70,15 +58,42 @@ async fn append_stream(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    validate_stream(&stream)?;
-    let data = read_body(body, MAX_VALUE_BYTES, "event").await?;
-    let op = Op::Append {
-        stream,
-        data: data.to_vec(),
-    };
-    let command = edge.command(op, idempotency_key(&headers)?);
-    write_result(edge.write(command).await?)
+    let (op, idem) = parse_append(&stream, &headers, body).await?;
+    write_result(edge.write(edge.command(op, idem)).await?)
 }
+
+/// `GET /v1/admin/unshipped`: every event after shipped-through, one JSON object per line,
+/// for an operator to inspect or re-apply (a fenced group's unshipped tail).
+async fn unshipped(State(edge): State<AppState>) -> Result<Response, ApiError> {
+    let reader = edge.group.reader.clone();
+    let from = crate::uplink::snapshot(&edge).shipped_through + 1;
+    let pages = futures::stream::unfold(Some(from), move |next| {
+        let reader = reader.clone();
+        async move {
+            let from = next?;
+            let page = match reader.outbox(from, UNSHIPPED_PAGE_EVENTS, usize::MAX) {
+                Ok(page) => page,
+                Err(e) => return Some((Err(std::io::Error::other(e.to_string())), None)),
+            };
+            let last = page.last().map(|e| e.seq)?;
+            let mut text = String::new();
+            for e in &page {
+                text.push_str(&Value::Object(event_json(e.seq, e.hlc, &e.kind)).to_string());
+                text.push('\n');
+            }
+            Some((Ok::<_, std::io::Error>(text), Some(last + 1)))
+        }
+    });
+    let mut response = Body::from_stream(pages).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(response)
+}
+
+/// Events per page of the unshipped export.
+const UNSHIPPED_PAGE_EVENTS: usize = 1000;
 
 async fn get_kv(
     State(edge): State<AppState>,

@@ -1,17 +1,45 @@
-//! Command line: `run` starts the daemon; the other commands talk to a running one over
-//! its HTTP API, or make dev certificates. Exit codes: 0 ok, 1 runtime error, 2 usage.
+//! Command line: `run` starts the daemon; the operator commands talk to a running node over
+//! its HTTP API, make dev certificates, export a fenced group's unshipped tail, or reseed a
+//! fresh gateway from the hub. Exit codes: 0 ok, 1 runtime error, 2 usage.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use shared::config::NodeConfig as _;
 use shared::identity::Role;
-use shared::operator::{daemon_main, init_logging, serve_until_signal};
+use shared::operator::{daemon_main, download, init_logging, serve_until_signal, Target};
+use shared::store::Store;
 use tracing::info;
 
 use crate::config::EdgeConfig;
 use crate::edge::Edge;
-use shared::config::NodeConfig as _;
+
+/// The edge's own operator commands (disaster recovery, DESIGN.md §3.5).
+#[derive(Subcommand, Debug)]
+enum EdgeCommand {
+    /// Write every event the hub does not have (after shipped-through) to a file, one JSON
+    /// object per line — e.g. a fenced group's tail, for an operator to inspect or re-apply.
+    ExportUnshipped {
+        #[command(flatten)]
+        target: Target,
+        /// The file to write (resumed if it exists and is partial).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Start this gateway's store from the hub's copy of its site (the site must be handing
+    /// back: `openclaw-hub failback SITE`). Run on each member of the new group before its
+    /// first `run`; the data directory must be empty. Resumable.
+    Reseed {
+        /// Client API URL of a hub node of the group that owns the site.
+        #[arg(long)]
+        from_hub: String,
+        /// The new node's config (its site, data directory and storage settings are used).
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
 
 pub fn main() -> ExitCode {
     daemon_main(
@@ -19,6 +47,7 @@ pub fn main() -> ExitCode {
         "OpenClaw edge daemon: a Raft-replicated store for site gateways",
         Role::Edge,
         |config| async move { run(config).await.map_err(|e| format!("{e:#}")) },
+        |command| async move { edge_command(command).await.map_err(|e| format!("{e:#}")) },
     )
 }
 
@@ -33,5 +62,50 @@ async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         edge.shutdown().await
     })
     .await?;
+    Ok(())
+}
+
+async fn edge_command(command: EdgeCommand) -> anyhow::Result<()> {
+    match command {
+        EdgeCommand::ExportUnshipped { target, out } => {
+            let bytes = download(&target.addr, "/v1/admin/unshipped", &out).await?;
+            let events = std::fs::read_to_string(&out)?.lines().count();
+            println!(
+                "{events} unshipped event(s), {bytes} bytes, written to {}",
+                out.display()
+            );
+        }
+        EdgeCommand::Reseed { from_hub, config } => reseed(&from_hub, &config).await?,
+    }
+    Ok(())
+}
+
+/// Downloads the site's seed from the hub into the (empty) data directory and installs it.
+async fn reseed(hub: &str, config_path: &std::path::Path) -> anyhow::Result<()> {
+    let config = EdgeConfig::load(config_path)?;
+    let dir = &config.node.data_dir;
+    let store =
+        Store::open(dir, &config.storage).with_context(|| format!("opening {}", dir.display()))?;
+    if !store.is_empty() {
+        bail!(
+            "{} already holds a store: reseed only starts new gateways, never over a live one",
+            dir.display()
+        );
+    }
+    let site = &config.node.site;
+    let part = dir.join("snapshots").join("reseed.part");
+    eprintln!("downloading the hub's copy of {site} from {hub}");
+    let bytes = download(hub, &format!("/v1/sites/{site}/seed"), &part).await?;
+    store
+        .install_seed(&part)
+        .with_context(|| format!("installing {}", part.display()))?;
+    store.flush().await?;
+    let _ = std::fs::remove_file(&part);
+    let status = store.seed_status();
+    println!(
+        "{site} reseeded from the hub ({bytes} bytes): seq {}, epoch {}; start the group, \
+         and it takes writes once the hub hands the site back",
+        status.last_seq, status.epoch
+    );
     Ok(())
 }

@@ -75,6 +75,7 @@ pub struct UplinkSnapshot {
     pub bytes_sent: u64,
     pub epoch: u64,
     pub fenced: Option<u64>,
+    pub awaiting_handback: bool,
 }
 
 pub fn snapshot(edge: &Edge) -> UplinkSnapshot {
@@ -103,6 +104,7 @@ pub fn snapshot(edge: &Edge) -> UplinkSnapshot {
         bytes_sent: state.bytes_sent.load(Ordering::Relaxed),
         epoch: ship.epoch,
         fenced: ship.fenced,
+        awaiting_handback: ship.awaiting_handback,
     }
 }
 
@@ -126,6 +128,7 @@ pub fn status_json(edge: &Edge) -> Value {
         "lag_seconds": s.lag_seconds,
         "epoch": s.epoch,
         "fenced": s.fenced.is_some(),
+        "awaiting_handback": s.awaiting_handback,
         "fenced_by_epoch": s.fenced,
         "retries": s.retries,
         "bytes_sent": s.bytes_sent,
@@ -163,7 +166,7 @@ async fn lead(edge: &Arc<Edge>, config: &UplinkSection, next_hub: &mut usize) {
     info!(shipped_through = shipped, "leading: shipping to the hub");
     while edge.group.is_leader() && !edge.uplink.stopping() {
         if let Phase::Fenced { epoch } = *session.phase() {
-            fence(edge, epoch).await;
+            fence(edge, epoch, session.shipped_through()).await;
             return;
         }
         let now = Instant::now();
@@ -203,11 +206,13 @@ async fn ship_session(
     recorder: &mut Recorder,
 ) -> Result<(), String> {
     let site = edge.group.site().as_str().to_owned();
-    let epoch = edge.group.reader.ship_status().epoch;
+    let status = edge.group.reader.ship_status();
+    let epoch = status.epoch;
     let peer = hub.identity(&config.hub_group);
     let open = Request::ShipOpen {
         site: site.clone(),
         epoch,
+        head_seq: status.last_seq,
     };
     let (mut send, mut recv) = edge
         .group
@@ -228,6 +233,12 @@ async fn ship_session(
     }
     edge.uplink.connected.store(true, Ordering::Release);
     note_progress(edge, session, recorder);
+    if edge.group.reader.ship_status().awaiting_handback {
+        // The hub accepted our (new) epoch: the site is ours again.
+        let command = edge.group.command(Op::Activate, None, None);
+        edge.group.write(command).await.map_err(|e| e.to_string())?;
+        info!(epoch, "the hub handed the site back: accepting writes");
+    }
 
     // Replies are read by their own task so that waiting for one never loses a half-read
     // frame when the loop wakes for new events instead.
@@ -361,13 +372,17 @@ impl Recorder {
 }
 
 /// Replicates the fence: from its commit on, the group refuses every write.
-async fn fence(edge: &Arc<Edge>, epoch: u64) {
+async fn fence(edge: &Arc<Edge>, epoch: u64, shipped_through: u64) {
     warn!(
         epoch,
         "the hub holds a newer epoch for this site: fencing this group (writes refused)"
     );
     while edge.group.reader.ship_status().fenced.is_none() && !edge.uplink.stopping() {
-        let command = edge.group.command(Op::Fence { epoch }, None, None);
+        let op = Op::Fence {
+            epoch,
+            shipped_through,
+        };
+        let command = edge.group.command(op, None, None);
         match edge.group.write(command).await {
             Ok(_) => break,
             Err(e) => {

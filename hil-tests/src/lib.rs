@@ -193,6 +193,16 @@ fn free_tcp_port() -> anyhow::Result<u16> {
 impl LabGroup {
     /// Creates certificates and configs for nodes `1..=n` and starts them as one group.
     pub async fn start(dir: &Path, n: u64, options: GroupOptions) -> anyhow::Result<LabGroup> {
+        let mut group = Self::create(dir, n, options).await?;
+        for id in group.ids() {
+            group.spawn(id)?;
+        }
+        Ok(group)
+    }
+
+    /// Creates certificates, configs and directories for nodes `1..=n` of a new group without
+    /// starting them (e.g. to reseed them first); `restart` each to start it.
+    pub async fn create(dir: &Path, n: u64, options: GroupOptions) -> anyhow::Result<LabGroup> {
         let bin = match options.kind {
             GroupKind::Edge => binary("openclaw-edge", "OPENCLAW_EDGE_BIN")?,
             GroupKind::Hub => binary("openclaw-hub", "OPENCLAW_HUB_BIN")?,
@@ -222,7 +232,6 @@ impl LabGroup {
         let members: Vec<u64> = (1..=n).collect();
         for id in 1..=n {
             group.write_config(id, Some(&members))?;
-            group.spawn(id)?;
         }
         Ok(group)
     }

@@ -493,6 +493,7 @@ mod hostile {
         let request = Request::ShipOpen {
             site: site.into(),
             epoch: 0,
+            head_seq: 0,
         };
         let (send, mut recv) = t
             .open_stream(hub.0, &hub.1.to_string(), &request, TIMEOUT)

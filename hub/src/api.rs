@@ -5,22 +5,22 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::header;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::Engine as _;
 use serde_json::{json, Value};
 use shared::config::SiteId;
 use shared::group::now_ms;
+use shared::group::OpError;
 use shared::http::{
-    finish, group_routes, page_limit, parse_number, read_barrier, reject_unknown, status_fields,
-    ApiError,
+    event_json, finish, group_routes, page_limit, parse_append, parse_delete, parse_number,
+    parse_put, read_barrier, reject_unknown, status_fields, write_result, ApiError,
 };
-use shared::ship::EventKind;
 use shared::store::{FeedEvent, SiteRecord};
-use shared::types::Hlc;
+use shared::types::{CommandResponse, Op};
 
 use crate::hub::{Hub, HUB};
 
@@ -31,8 +31,17 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/v1/sites", get(sites))
         .route("/v1/sites/{site}", get(site))
         .route("/v1/sites/{site}/kv", get(list_kv))
-        .route("/v1/sites/{site}/kv/{*key}", get(get_kv))
-        .route("/v1/sites/{site}/streams/{stream}", get(read_stream))
+        .route(
+            "/v1/sites/{site}/kv/{*key}",
+            get(get_kv).put(put_kv).delete(delete_kv),
+        )
+        .route(
+            "/v1/sites/{site}/streams/{stream}",
+            get(read_stream).post(append_stream),
+        )
+        .route("/v1/sites/{site}/promote", post(promote))
+        .route("/v1/sites/{site}/failback", post(failback))
+        .route("/v1/sites/{site}/seed", get(seed))
         .route("/v1/feed", get(feed))
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics_page))
@@ -60,6 +69,7 @@ fn site_json(site: &str, record: &SiteRecord, now_ms: u64) -> Value {
         "lag_seconds": lag_seconds,
         "last_contact_ms": record.last_contact_ms,
         "last_contact_seconds_ago": now_ms.saturating_sub(record.last_contact_ms) / 1000,
+        "owner": record.owner.label(),
     })
 }
 
@@ -135,31 +145,174 @@ async fn read_stream(
 }
 
 fn feed_json(cursor: u64, event: &FeedEvent) -> Value {
-    let engine = base64::engine::general_purpose::STANDARD;
-    let mut entry = json!({
-        "cursor": cursor,
-        "site": event.site,
-        "epoch": event.epoch,
-        "seq": event.seq,
-        "hlc": Hlc(event.hlc).to_string(),
-    });
-    let fields = match &event.kind {
-        EventKind::Put { key, value } => json!({
-            "op": "put",
-            "key": String::from_utf8_lossy(key),
-            "value_b64": engine.encode(value),
-        }),
-        EventKind::Delete { key } => json!({"op": "delete", "key": String::from_utf8_lossy(key)}),
-        EventKind::Append { stream, data } => json!({
-            "op": "append",
-            "stream": stream,
-            "data_b64": engine.encode(data),
-        }),
-    };
-    if let (Value::Object(entry), Value::Object(fields)) = (&mut entry, fields) {
-        entry.extend(fields);
+    let mut entry = event_json(event.seq, event.hlc, &event.kind);
+    entry.insert("cursor".into(), json!(cursor));
+    entry.insert("site".into(), json!(event.site));
+    entry.insert("epoch".into(), json!(event.epoch));
+    Value::Object(entry)
+}
+
+async fn put_kv(
+    State(hub): State<AppState>,
+    Path((site, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let site = parse_site(&site)?;
+    let (op, idem) = parse_put(&key, &headers, body).await?;
+    write_result(hub.write_site(&site, op, idem).await?)
+}
+
+async fn delete_kv(
+    State(hub): State<AppState>,
+    Path((site, key)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let site = parse_site(&site)?;
+    let (op, idem) = parse_delete(&key, &headers)?;
+    write_result(hub.write_site(&site, op, idem).await?)
+}
+
+async fn append_stream(
+    State(hub): State<AppState>,
+    Path((site, stream)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let site = parse_site(&site)?;
+    let (op, idem) = parse_append(&stream, &headers, body).await?;
+    write_result(hub.write_site(&site, op, idem).await?)
+}
+
+/// Answers a DR transition with the site's resulting ownership.
+async fn transition(hub: &Hub, site: &SiteId, op: Op) -> Result<Json<Value>, ApiError> {
+    if !hub.config.hub.owns(site.as_str()) {
+        return Err(ApiError::NotFound(format!(
+            "site {site} is not owned by hub group {}",
+            hub.group.site()
+        )));
     }
-    entry
+    let command = hub.group.command(op, None, None);
+    match hub.group.write(command).await? {
+        CommandResponse::Site {
+            epoch,
+            owner,
+            shipped_through,
+        } => Ok(Json(json!({
+            "site": site,
+            "epoch": epoch,
+            "owner": owner.label(),
+            "shipped_through": shipped_through,
+        }))),
+        other => Err(ApiError::Unavailable(OpError::Unavailable(format!(
+            "unexpected result {other:?}"
+        )))),
+    }
+}
+
+/// `POST /v1/sites/{site}/promote`: the hub becomes the site's writer at a new epoch; the old
+/// edge group is fenced when it next ships.
+async fn promote(
+    State(hub): State<AppState>,
+    Path(site): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let site = parse_site(&site)?;
+    transition(
+        &hub,
+        &site,
+        Op::Promote {
+            site: site.to_string(),
+        },
+    )
+    .await
+}
+
+/// `POST /v1/sites/{site}/failback`: the hub stops taking the site's writes (handing-back);
+/// a group reseeded from `…/seed` takes the site back when it connects.
+async fn failback(
+    State(hub): State<AppState>,
+    Path(site): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let site = parse_site(&site)?;
+    transition(
+        &hub,
+        &site,
+        Op::BeginFailback {
+            site: site.to_string(),
+        },
+    )
+    .await
+}
+
+/// `GET /v1/sites/{site}/seed`: the state a new edge group starts from (only while the site
+/// is handing back, so it is frozen). Resumable: honours `Range: bytes=N-`.
+async fn seed(
+    State(hub): State<AppState>,
+    Path(site): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let site = parse_site(&site)?;
+    // Our copy must include the freeze and every write before it.
+    read_barrier(&hub.group, &HashMap::new()).await?;
+    let store = hub.group.store.clone();
+    let name = site.to_string();
+    let made = tokio::task::spawn_blocking(move || store.site_seed(&name))
+        .await
+        .map_err(|e| ApiError::Unavailable(OpError::Unavailable(e.to_string())))??;
+    let Some((path, record)) = made else {
+        return Err(ApiError::Conflict(format!(
+            "site {site} is not handing back: run `openclaw-hub failback {site}` first"
+        )));
+    };
+    let mut file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| ApiError::Unavailable(OpError::Unavailable(e.to_string())))?;
+    let len = file
+        .metadata()
+        .await
+        .map_err(|e| ApiError::Unavailable(OpError::Unavailable(e.to_string())))?
+        .len();
+    let from = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    if from >= len && from > 0 {
+        let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+        response.headers_mut().insert(
+            header::CONTENT_RANGE,
+            header_value(&format!("bytes */{len}")),
+        );
+        return Ok(response);
+    }
+    use tokio::io::AsyncSeekExt as _;
+    file.seek(std::io::SeekFrom::Start(from))
+        .await
+        .map_err(|e| ApiError::Unavailable(OpError::Unavailable(e.to_string())))?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let mut response = body.into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len - from));
+    h.insert("x-seed-seq", HeaderValue::from(record.shipped_through));
+    h.insert("x-seed-epoch", HeaderValue::from(record.epoch + 1));
+    if from > 0 {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        response.headers_mut().insert(
+            header::CONTENT_RANGE,
+            header_value(&format!("bytes {from}-{}/{len}", len - 1)),
+        );
+    }
+    Ok(response)
+}
+
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// `GET /v1/feed?cursor=C&limit=N`: every site's events in hub commit order, after `C`.

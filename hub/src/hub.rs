@@ -3,8 +3,10 @@
 
 use std::sync::Arc;
 
-use shared::group::{ExternalService, GroupNode, StartError};
+use shared::config::SiteId;
+use shared::group::{ExternalService, GroupNode, OpError, StartError};
 use shared::metrics::{Counter, Gauge};
+use shared::types::{CommandResponse, Op};
 
 use crate::config::HubConfig;
 use crate::ingest::IngestService;
@@ -93,6 +95,20 @@ impl Hub {
         })
         .await?;
         Ok(Arc::new(Hub { group, config }))
+    }
+
+    /// A client write to a promoted site's namespace (refused unless the hub is its writer).
+    /// Idempotency-Keys are kept per site.
+    pub async fn write_site(
+        &self,
+        site: &SiteId,
+        op: Op,
+        idempotency_key: Option<String>,
+    ) -> Result<CommandResponse, OpError> {
+        let key = idempotency_key.map(|k| format!("{site}\u{0}{k}"));
+        let mut command = self.group.command(op, key, None);
+        command.site = Some(site.to_string());
+        self.group.write(command).await
     }
 
     pub async fn shutdown(&self) {

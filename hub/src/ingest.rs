@@ -56,8 +56,17 @@ impl ExternalService for IngestService {
                 return StreamEnd::Finished;
             };
             match request {
-                Request::ShipOpen { site, epoch } => {
-                    serve_session(node, owned, peer, site, epoch, recv, send).await
+                Request::ShipOpen {
+                    site,
+                    epoch,
+                    head_seq,
+                } => {
+                    let opening = Opening {
+                        site,
+                        epoch,
+                        head_seq,
+                    };
+                    serve_session(node, owned, peer, opening, recv, send).await
                 }
                 other => {
                     warn!(%peer, request = ?other, "edge node sent a request other than ShipOpen; refused");
@@ -110,15 +119,26 @@ impl Drop for OpenSession {
     }
 }
 
+/// What an edge leader says when it opens a session.
+struct Opening {
+    site: String,
+    epoch: u64,
+    head_seq: u64,
+}
+
 async fn serve_session(
     node: Arc<GroupNode>,
     owned: HubSection,
     peer: NodeIdentity,
-    site: String,
-    epoch: u64,
+    opening: Opening,
     mut recv: RecvStream,
     mut send: SendStream,
 ) -> StreamEnd {
+    let Opening {
+        site,
+        epoch,
+        head_seq,
+    } = opening;
     if peer.site.as_str() != site {
         warn!(%peer, claimed_site = %site, "edge certificate of one site tried to ship as another; refused");
         return refuse(
@@ -141,7 +161,7 @@ async fn serve_session(
         site: site.clone(),
         epoch,
         first_seq: 1,
-        head_seq: 0,
+        head_seq,
         events: Vec::new(),
     };
     let Ok(opening) = codec::encode(&opening) else {

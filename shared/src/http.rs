@@ -24,11 +24,12 @@ use serde_json::{json, Value};
 use crate::group::{GroupNode, OpError};
 use crate::limits::{
     DEFAULT_PAGE_ITEMS, MAX_IDEMPOTENCY_KEY_BYTES, MAX_KEY_BYTES, MAX_PAGE_ITEMS,
-    MAX_STREAM_NAME_BYTES,
+    MAX_STREAM_NAME_BYTES, MAX_VALUE_BYTES,
 };
 use crate::metrics::Counter;
+use crate::ship::EventKind;
 use crate::store::StateReader;
-use crate::types::{CommandResponse, NodeAddr, NodeId};
+use crate::types::{CommandResponse, Hlc, NodeAddr, NodeId, Op, SiteOwner};
 use crate::wire::AdminOp;
 
 type AppState = Arc<GroupNode>;
@@ -50,6 +51,10 @@ pub enum ApiError {
     PreconditionFailed { current: Option<u64> },
     #[error("uplink backlog full: {bytes} unshipped bytes, limit {limit}; writes resume as the hub catches up (reads still work)")]
     BacklogFull { bytes: u64, limit: u64 },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotWritableNow(String),
     #[error("this edge group was fenced by the hub at epoch {epoch}: the site is owned elsewhere; writes are refused (reads still work)")]
     Fenced { epoch: u64 },
     #[error("{0}")]
@@ -69,6 +74,8 @@ impl IntoResponse for ApiError {
             }
             ApiError::BacklogFull { .. } => (StatusCode::SERVICE_UNAVAILABLE, "backlog_full"),
             ApiError::Fenced { .. } => (StatusCode::SERVICE_UNAVAILABLE, "fenced"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "not_owner"),
+            ApiError::NotWritableNow(_) => (StatusCode::SERVICE_UNAVAILABLE, "handing_back"),
             ApiError::Unavailable(OpError::Rejected(_)) => (StatusCode::CONFLICT, "rejected"),
             ApiError::Unavailable(OpError::NoLeader) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "no_leader")
@@ -227,6 +234,72 @@ pub fn reject_unknown(query: &HashMap<String, String>, known: &[&str]) -> Result
     }
 }
 
+/// `PUT …/kv/{key}`: the op and Idempotency-Key, validated.
+pub async fn parse_put(
+    key: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Op, Option<String>), ApiError> {
+    let key = validate_key(key)?;
+    let value = read_body(body, MAX_VALUE_BYTES, "value").await?;
+    let op = Op::Put {
+        key,
+        value: value.to_vec(),
+        if_revision: if_match(headers)?,
+    };
+    Ok((op, idempotency_key(headers)?))
+}
+
+/// `DELETE …/kv/{key}`: the op and Idempotency-Key, validated.
+pub fn parse_delete(key: &str, headers: &HeaderMap) -> Result<(Op, Option<String>), ApiError> {
+    let op = Op::Delete {
+        key: validate_key(key)?,
+        if_revision: if_match(headers)?,
+    };
+    Ok((op, idempotency_key(headers)?))
+}
+
+/// `POST …/streams/{stream}`: the op and Idempotency-Key, validated.
+pub async fn parse_append(
+    stream: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Op, Option<String>), ApiError> {
+    validate_stream(stream)?;
+    let data = read_body(body, MAX_VALUE_BYTES, "event").await?;
+    let op = Op::Append {
+        stream: stream.to_owned(),
+        data: data.to_vec(),
+    };
+    Ok((op, idempotency_key(headers)?))
+}
+
+/// One event as JSON: `{"seq","hlc","op":"put|delete|append","key"|"stream",
+/// "value_b64"|"data_b64"}` (the hub's feed and the edge's unshipped export).
+pub fn event_json(seq: u64, hlc: u64, kind: &EventKind) -> serde_json::Map<String, Value> {
+    let engine = base64::engine::general_purpose::STANDARD;
+    let fields = match kind {
+        EventKind::Put { key, value } => json!({
+            "op": "put",
+            "key": String::from_utf8_lossy(key),
+            "value_b64": engine.encode(value),
+        }),
+        EventKind::Delete { key } => json!({"op": "delete", "key": String::from_utf8_lossy(key)}),
+        EventKind::Append { stream, data } => json!({
+            "op": "append",
+            "stream": stream,
+            "data_b64": engine.encode(data),
+        }),
+    };
+    let mut event = serde_json::Map::new();
+    event.insert("seq".into(), json!(seq));
+    event.insert("hlc".into(), json!(Hlc(hlc).to_string()));
+    if let Value::Object(fields) = fields {
+        event.extend(fields);
+    }
+    event
+}
+
 /// Waits for a linearizable read unless the client asked for a stale one.
 pub async fn read_barrier(
     node: &GroupNode,
@@ -256,9 +329,24 @@ pub fn write_result(response: CommandResponse) -> Result<Json<Value>, ApiError> 
             Err(ApiError::BacklogFull { bytes, limit })
         }
         CommandResponse::Fenced { epoch } => Err(ApiError::Fenced { epoch }),
-        CommandResponse::Empty | CommandResponse::Ship(_) => Err(ApiError::Unavailable(
-            OpError::Unavailable("unexpected result for a client write".into()),
+        CommandResponse::NotOwner {
+            owner: SiteOwner::HandingBack,
+        } => Err(ApiError::NotWritableNow(
+            "the site is being handed back to its edge group: writes resume there".into(),
         )),
+        CommandResponse::NotOwner { owner } => Err(ApiError::Conflict(format!(
+            "the site's writer is its {}: promote it at the hub first",
+            owner.label()
+        ))),
+        CommandResponse::AwaitingHandback => Err(ApiError::NotWritableNow(
+            "this reseeded group waits for the hub to hand the site back (openclaw-hub failback)"
+                .into(),
+        )),
+        CommandResponse::Empty | CommandResponse::Ship(_) | CommandResponse::Site { .. } => {
+            Err(ApiError::Unavailable(OpError::Unavailable(
+                "unexpected result for a client write".into(),
+            )))
+        }
     }
 }
 

@@ -91,7 +91,12 @@ fn estimated_bytes(entry: &Entry) -> usize {
                 crate::types::Op::Delete { key, .. } => key.len(),
                 crate::types::Op::Append { stream, data } => stream.len() + data.len(),
                 crate::types::Op::Ingest { batch } => batch.len(),
-                crate::types::Op::Shipped { .. } | crate::types::Op::Fence { .. } => 0,
+                crate::types::Op::Promote { site }
+                | crate::types::Op::BeginFailback { site }
+                | crate::types::Op::CompleteFailback { site } => site.len(),
+                crate::types::Op::Shipped { .. }
+                | crate::types::Op::Fence { .. }
+                | crate::types::Op::Activate => 0,
             };
             body + command.idempotency.as_ref().map_or(0, |i| i.key.len()) + ENTRY_OVERHEAD_BYTES
         }

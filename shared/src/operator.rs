@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 use crate::config::SiteId;
 use crate::identity::{create_dev_ca, create_node_cert, NodeIdentity, Role};
@@ -200,10 +200,48 @@ pub async fn print_http(
     path: &str,
     body: Option<String>,
 ) -> Result<(), OperatorError> {
-    let authority = base
+    let (status, body) = http(base, method, path, body).await?;
+    let pretty = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or(body);
+    println!("{pretty}");
+    check_status(method, path, status)
+}
+
+/// A JSON GET; a non-2xx status is an error.
+pub async fn get_json(base: &str, path: &str) -> Result<serde_json::Value, OperatorError> {
+    let (status, body) = http(base, "GET", path, None).await?;
+    check_status("GET", path, status)?;
+    serde_json::from_str(&body).map_err(|e| OperatorError::Malformed(format!("{path}: {e}")))
+}
+
+fn check_status(method: &str, path: &str, status: u16) -> Result<(), OperatorError> {
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    Err(OperatorError::Status {
+        method: method.to_owned(),
+        path: path.to_owned(),
+        status,
+    })
+}
+
+fn authority(base: &str) -> Result<&str, OperatorError> {
+    Ok(base
         .strip_prefix("http://")
-        .ok_or_else(|| OperatorError::Usage(format!("--addr `{base}` must start with http://")))?
-        .trim_end_matches('/');
+        .ok_or_else(|| OperatorError::Usage(format!("`{base}` must start with http://")))?
+        .trim_end_matches('/'))
+}
+
+/// One HTTP/1.1 request; returns the status and the body (at most `MAX_CLI_RESPONSE_BYTES`).
+async fn http(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+) -> Result<(u16, String), OperatorError> {
+    let authority = authority(base)?;
     let connect_error = |source| OperatorError::Connect {
         addr: authority.to_owned(),
         source,
@@ -235,20 +273,177 @@ pub async fn print_http(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| OperatorError::Malformed("bad status line".into()))?;
-    let pretty = serde_json::from_str::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| serde_json::to_string_pretty(&v).ok())
-        .unwrap_or_else(|| body.to_owned());
-    println!("{pretty}");
-    if !(200..300).contains(&status) {
-        return Err(OperatorError::Status {
-            method: method.to_owned(),
-            path: path.to_owned(),
-            status,
-        });
-    }
-    Ok(())
+    Ok((status, body.to_owned()))
 }
+
+/// Downloads `path` from a node's client API into `dest`, resuming a partial file with an
+/// HTTP Range request, printing progress to stderr. Returns the bytes in the file.
+pub async fn download(
+    base: &str,
+    path: &str,
+    dest: &std::path::Path,
+) -> Result<u64, OperatorError> {
+    let authority = authority(base)?;
+    let connect_error = |source| OperatorError::Connect {
+        addr: authority.to_owned(),
+        source,
+    };
+    let have = tokio::fs::metadata(dest).await.map_or(0, |m| m.len());
+    let mut stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .map_err(connect_error)?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nRange: bytes={have}-\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(connect_error)?;
+    let mut reader = tokio::io::BufReader::new(stream);
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > MAX_RESPONSE_HEAD_BYTES {
+            return Err(OperatorError::Malformed("response head too long".into()));
+        }
+        let mut byte = [0u8; 1];
+        if reader.read(&mut byte).await.map_err(connect_error)? == 0 {
+            return Err(OperatorError::Malformed(
+                "connection closed in the head".into(),
+            ));
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| OperatorError::Malformed("bad status line".into()))?;
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    };
+    let (mut file, mut done, total) = match status {
+        206 => {
+            let total = header("content-range")
+                .and_then(|r| r.rsplit('/').next().and_then(|t| t.parse::<u64>().ok()));
+            let file = tokio::fs::OpenOptions::new().append(true).open(dest).await;
+            (file, have, total)
+        }
+        200 => {
+            let total = header("content-length").and_then(|l| l.parse::<u64>().ok());
+            (tokio::fs::File::create(dest).await, 0, total)
+        }
+        416 if have > 0 => return Ok(have), // already complete
+        other => {
+            let mut body = String::new();
+            let _ = (&mut reader)
+                .take(64 * 1024)
+                .read_to_string(&mut body)
+                .await;
+            eprintln!("{body}");
+            return Err(OperatorError::Status {
+                method: "GET".into(),
+                path: path.to_owned(),
+                status: other,
+            });
+        }
+    };
+    let file = file
+        .as_mut()
+        .map_err(|e| OperatorError::Malformed(format!("{}: {e}", dest.display())))?;
+    let chunked = header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut shown = std::time::Instant::now();
+    loop {
+        // A chunked body is a series of `size\r\n data \r\n`, ending with size 0.
+        let mut remaining = if chunked {
+            let mut line = String::new();
+            (&mut reader)
+                .take(MAX_CHUNK_LINE_BYTES)
+                .read_line(&mut line)
+                .await
+                .map_err(connect_error)?;
+            let size = line.split(';').next().unwrap_or("").trim();
+            let size = u64::from_str_radix(size, 16)
+                .map_err(|_| OperatorError::Malformed(format!("bad chunk size `{size}`")))?;
+            if size == 0 {
+                break;
+            }
+            Some(size)
+        } else {
+            None
+        };
+        loop {
+            let want = remaining.map_or(buf.len(), |r| r.min(buf.len() as u64) as usize);
+            if want == 0 {
+                break;
+            }
+            let n = reader.read(&mut buf[..want]).await.map_err(connect_error)?;
+            if n == 0 {
+                break;
+            }
+            file.write_all(&buf[..n])
+                .await
+                .map_err(|e| OperatorError::Malformed(format!("{}: {e}", dest.display())))?;
+            done += n as u64;
+            if let Some(r) = remaining.as_mut() {
+                *r -= n as u64;
+            }
+            if shown.elapsed() > std::time::Duration::from_millis(500) {
+                shown = std::time::Instant::now();
+                progress(done, total);
+            }
+        }
+        match remaining {
+            None => break,
+            Some(0) => {
+                let mut crlf = [0u8; 2];
+                reader.read_exact(&mut crlf).await.map_err(connect_error)?;
+            }
+            Some(_) => return Err(OperatorError::Malformed("chunk cut short".into())),
+        }
+    }
+    file.sync_all()
+        .await
+        .map_err(|e| OperatorError::Malformed(format!("{}: {e}", dest.display())))?;
+    progress(done, total);
+    eprintln!();
+    if total.is_some_and(|t| t != done) {
+        return Err(OperatorError::Malformed(format!(
+            "download stopped at {done} of {} bytes; run the command again to resume",
+            total.unwrap_or(0)
+        )));
+    }
+    Ok(done)
+}
+
+/// A one-line progress bar on stderr.
+fn progress(done: u64, total: Option<u64>) {
+    match total {
+        Some(total) if total > 0 => {
+            let width = 30;
+            let filled = (done.min(total) * width / total) as usize;
+            eprint!(
+                "\r[{}{}] {:>5.1}% {done}/{total} bytes",
+                "#".repeat(filled),
+                " ".repeat(width as usize - filled),
+                done as f64 * 100.0 / total as f64
+            );
+        }
+        _ => eprint!("\r{done} bytes"),
+    }
+}
+
+/// Longest chunk-size line `download` reads.
+const MAX_CHUNK_LINE_BYTES: u64 = 1024;
+
+/// Longest response head `download` reads.
+const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
 
 /// Logs through `tracing` to stderr: colours only on a terminal; under systemd or a lab, one
 /// plain line per event. `RUST_LOG` overrides the level.
@@ -331,26 +526,43 @@ pub enum DaemonCommand {
     Operator(OperatorCommand),
 }
 
-/// A daemon binary's `main`: parses `DaemonCommand` under `name`/`about`, then either runs the
-/// daemon (`run`, given the config path) or carries out an operator command for `role`.
-pub fn daemon_main<F, Fut>(name: &'static str, about: &'static str, role: Role, run: F) -> ExitCode
+/// A daemon binary's `main`: parses `DaemonCommand` plus the daemon's own subcommands `E`
+/// under `name`/`about`, then runs the daemon (`run`, given the config path), carries out an
+/// operator command for `role`, or hands an `E` to `extra`.
+pub fn daemon_main<E, R, RunFut, X, ExtraFut>(
+    name: &'static str,
+    about: &'static str,
+    role: Role,
+    run: R,
+    extra: X,
+) -> ExitCode
 where
-    F: FnOnce(PathBuf) -> Fut,
-    Fut: Future<Output = Result<(), String>>,
+    E: Subcommand,
+    R: FnOnce(PathBuf) -> RunFut,
+    RunFut: Future<Output = Result<(), String>>,
+    X: FnOnce(E) -> ExtraFut,
+    ExtraFut: Future<Output = Result<(), String>>,
 {
     use clap::FromArgMatches;
-    let command = DaemonCommand::augment_subcommands(
+    enum Parsed<E> {
+        Common(DaemonCommand),
+        Own(E),
+    }
+    let command = E::augment_subcommands(DaemonCommand::augment_subcommands(
         clap::Command::new(name)
             .about(about)
             .version(env!("CARGO_PKG_VERSION"))
             .subcommand_required(true)
             .arg_required_else_help(true),
-    );
+    ));
     let parsed = command
         .try_get_matches()
-        .and_then(|matches| DaemonCommand::from_arg_matches(&matches));
-    let command = match parsed {
-        Ok(command) => command,
+        .and_then(|matches| match matches.subcommand_name() {
+            Some(sub) if E::has_subcommand(sub) => E::from_arg_matches(&matches).map(Parsed::Own),
+            _ => DaemonCommand::from_arg_matches(&matches).map(Parsed::Common),
+        });
+    let parsed = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() {
@@ -361,11 +573,12 @@ where
         }
     };
     block_on_exit_code(async move {
-        match command {
-            DaemonCommand::Run { config } => run(config).await,
-            DaemonCommand::Operator(command) => {
+        match parsed {
+            Parsed::Common(DaemonCommand::Run { config }) => run(config).await,
+            Parsed::Common(DaemonCommand::Operator(command)) => {
                 dispatch(command, role).await.map_err(|e| e.to_string())
             }
+            Parsed::Own(command) => extra(command).await,
         }
     })
 }

@@ -52,6 +52,9 @@ pub struct Command {
     /// `None`: the group does not ship (no outbox record). Carried in the command so every
     /// replica decides alike.
     pub backlog_limit: Option<u64>,
+    /// Hub: the promoted site whose namespace a client write (Put/Delete/Append) is for.
+    /// `None` at the edge.
+    pub site: Option<String>,
     pub op: Op,
 }
 
@@ -87,14 +90,26 @@ pub enum Op {
     /// Edge: the hub holds every event through `through` (its shipped-through); the outbox
     /// may drop them. Takes no seq.
     Shipped { through: u64 },
-    /// Edge: the hub holds a newer epoch for this site. Every later write is refused.
-    Fence { epoch: u64 },
+    /// Edge: the hub holds a newer epoch for this site and our epoch ended at its
+    /// `shipped_through`. Every later write is refused.
+    Fence { epoch: u64, shipped_through: u64 },
     /// Hub: one shipping batch as received (`ship::codec` bytes, validated before it was
     /// proposed), applied by `ship::rules`.
     Ingest {
         #[serde(with = "serde_bytes")]
         batch: Vec<u8>,
     },
+    /// Hub: take over a lost site — its epoch is bumped (fencing the old edge group) and the
+    /// hub becomes the writer of its namespace.
+    Promote { site: String },
+    /// Hub: stop taking a promoted site's writes so a new edge group can catch up to a frozen
+    /// state (`handing-back`).
+    BeginFailback { site: String },
+    /// Hub: hand a site in `handing-back` to its new edge group: the epoch is bumped and the
+    /// edge, shipping with that epoch, is the writer again.
+    CompleteFailback { site: String },
+    /// Edge: the hub accepted this reseeded group's epoch; writes may be taken now.
+    Activate,
 }
 
 impl fmt::Debug for Op {
@@ -119,8 +134,15 @@ impl fmt::Debug for Op {
             }
             Op::Append { stream, data } => write!(f, "Append({stream}, {} bytes)", data.len()),
             Op::Shipped { through } => write!(f, "Shipped(through {through})"),
-            Op::Fence { epoch } => write!(f, "Fence(epoch {epoch})"),
+            Op::Fence {
+                epoch,
+                shipped_through,
+            } => write!(f, "Fence(epoch {epoch}, ended at {shipped_through})"),
             Op::Ingest { batch } => write!(f, "Ingest({} bytes)", batch.len()),
+            Op::Promote { site } => write!(f, "Promote({site})"),
+            Op::BeginFailback { site } => write!(f, "BeginFailback({site})"),
+            Op::CompleteFailback { site } => write!(f, "CompleteFailback({site})"),
+            Op::Activate => write!(f, "Activate"),
         }
     }
 }
@@ -165,6 +187,40 @@ pub enum CommandResponse {
     },
     /// The hub's answer to an `Ingest`.
     Ship(crate::ship::ShipReply),
+    /// A site's ownership after a DR operation (or why a write to it was refused).
+    Site {
+        epoch: u64,
+        owner: SiteOwner,
+        shipped_through: u64,
+    },
+    /// A write for a site whose writer is not the one asked (`owner` is).
+    NotOwner {
+        owner: SiteOwner,
+    },
+    /// Edge: this reseeded group waits for the hub to hand the site back.
+    AwaitingHandback,
+}
+
+/// Who accepts a site's writes (DESIGN.md §3.5: a single-writer baton named by the epoch).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SiteOwner {
+    /// The site's edge group (the normal state).
+    #[default]
+    Edge,
+    /// Promoted: the hub, through `/v1/sites/{site}/…`.
+    Hub,
+    /// Failing back: nobody, until the new edge group has caught up.
+    HandingBack,
+}
+
+impl SiteOwner {
+    pub fn label(self) -> &'static str {
+        match self {
+            SiteOwner::Edge => "edge",
+            SiteOwner::Hub => "hub",
+            SiteOwner::HandingBack => "handing-back",
+        }
+    }
 }
 
 impl CommandResponse {
@@ -179,7 +235,10 @@ impl CommandResponse {
             | CommandResponse::Empty
             | CommandResponse::BacklogFull { .. }
             | CommandResponse::Fenced { .. }
-            | CommandResponse::Ship(_) => None,
+            | CommandResponse::Ship(_)
+            | CommandResponse::Site { .. }
+            | CommandResponse::NotOwner { .. }
+            | CommandResponse::AwaitingHandback => None,
         }
     }
 }

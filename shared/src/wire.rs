@@ -112,6 +112,9 @@ pub enum Request {
     ShipOpen {
         site: String,
         epoch: u64,
+        /// The edge's newest seq (a reseeded group proves with it that it holds exactly the
+        /// hub's frozen state).
+        head_seq: u64,
     },
 }
 

@@ -286,6 +286,7 @@ impl GroupNode {
                     .min(u32::MAX as u64) as u32,
             }),
             backlog_limit,
+            site: None,
             op,
         }
     }

@@ -46,7 +46,12 @@ pub enum ShipReply {
     /// The batch did not start at shipped-through + 1: resend from `expected`.
     Gap { expected: u64 },
     /// The site's epoch at the hub is newer: this edge group no longer owns the site.
-    Fenced { epoch: u64 },
+    Fenced {
+        epoch: u64,
+        /// The batch's epoch ended at this seq: the sender's events through it are held here;
+        /// those after it are its unshipped tail (export, never silently drop).
+        shipped_through: u64,
+    },
     /// The batch is malformed (not contiguous, over the limits, undecodable).
     Rejected(String),
 }

@@ -25,7 +25,11 @@ pub enum Decision {
 /// log and replies `ShippedThrough(through)` only once that is committed.
 pub fn decide(state: SiteShipState, batch_epoch: u64, first_seq: u64, count: usize) -> Decision {
     if batch_epoch < state.epoch {
-        return Decision::Answer(ShipReply::Fenced { epoch: state.epoch });
+        // Where the batch's epoch ended is the caller's to fill in (it keeps the history).
+        return Decision::Answer(ShipReply::Fenced {
+            epoch: state.epoch,
+            shipped_through: 0,
+        });
     }
     if batch_epoch > state.epoch {
         return Decision::Answer(ShipReply::Rejected(format!(
@@ -124,7 +128,10 @@ mod tests {
         for first in [1, 11, 50] {
             assert_eq!(
                 decide(AT_10, 1, first, 3),
-                Decision::Answer(ShipReply::Fenced { epoch: 2 })
+                Decision::Answer(ShipReply::Fenced {
+                    epoch: 2,
+                    shipped_through: 0
+                })
             );
         }
         assert!(matches!(

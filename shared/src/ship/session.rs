@@ -172,7 +172,11 @@ impl ShipperSession {
                 self.next_to_send = expected.max(self.shipped_through + 1);
                 Effect::Continue
             }
-            ShipReply::Fenced { epoch } => {
+            ShipReply::Fenced {
+                epoch,
+                shipped_through,
+            } => {
+                self.shipped_through = self.shipped_through.max(shipped_through);
                 self.phase = Phase::Fenced { epoch };
                 self.in_flight.clear();
                 Effect::Fenced { epoch }
@@ -258,12 +262,16 @@ mod tests {
         let now = Instant::now();
         let mut s = streaming(3, now);
         assert_eq!(
-            s.on_reply(ShipReply::Fenced { epoch: 4 }),
+            s.on_reply(ShipReply::Fenced {
+                epoch: 4,
+                shipped_through: 7
+            }),
             Effect::Fenced { epoch: 4 }
         );
         assert_eq!(s.next_batch(100, 5), None);
         s.on_disconnected(now, 1);
         assert_eq!(s.phase(), &Phase::Fenced { epoch: 4 });
+        assert_eq!(s.shipped_through(), 7, "where our epoch ended at the hub");
         assert!(!s.should_connect(now + RECONNECT_CAP));
         assert_eq!(
             s.on_reply(ShipReply::ShippedThrough(99)),

@@ -17,12 +17,14 @@ mod syncer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable};
 
 pub use self::log::{LogReader, LogStore};
 pub use self::machine::StateMachine;
 pub use self::snapshot::{SnapshotData, SnapshotFile};
-pub use self::state::{FeedEvent, KvItem, ShipStatus, SiteRecord, StateReader, StreamEvent};
+pub use self::state::{
+    site_namespace, FeedEvent, KvItem, ShipStatus, SiteRecord, StateReader, StreamEvent,
+};
 pub use self::syncer::Syncer;
 
 use crate::config::StorageSection;
@@ -128,6 +130,62 @@ impl Store {
     /// Makes every write so far durable (used on clean shutdown).
     pub async fn flush(&self) -> std::io::Result<()> {
         self.syncer.sync().await
+    }
+
+    /// Hub: a seed file for a new edge group of `site` (which must be handing back, so its
+    /// state is frozen), made once per (epoch, seq) under `snapshots/` and reused by every
+    /// member that downloads it. Returns the file and the site's record it was made from.
+    pub fn site_seed(&self, site: &str) -> Result<Option<(PathBuf, SiteRecord)>, StoreError> {
+        let view = self.ks.db.snapshot();
+        let record: SiteRecord = match view.get(&self.ks.sites, site.as_bytes())? {
+            Some(bytes) => codec::decode("site record", &bytes)?,
+            None => return Ok(None),
+        };
+        if record.owner != crate::types::SiteOwner::HandingBack {
+            return Ok(None);
+        }
+        let name = format!(
+            "seed-{site}-e{}-s{}.snap",
+            record.epoch + 1,
+            record.shipped_through
+        );
+        let path = self.snapshot_dir.join(&name);
+        if !path.exists() {
+            let seq = record.shipped_through;
+            let sm = state::SmMeta {
+                last_seq: seq,
+                hlc: crate::types::Hlc::from_ms(record.last_event_ms),
+                epoch: record.epoch + 1,
+                shipped_through: seq,
+                compacted_through: seq,
+                awaiting_handback: true,
+                ..state::SmMeta::default()
+            };
+            let tmp = self.snapshot_dir.join(format!("outgoing-{name}"));
+            snapshot::write_site_seed(&self.ks, &view, &state::site_namespace(site), &sm, &tmp)?;
+            std::fs::rename(&tmp, &path).map_err(|source| StoreError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(Some((path, record)))
+    }
+
+    /// Edge: makes this (empty) store the state of a seed file from the hub.
+    pub fn install_seed(&self, path: &Path) -> Result<(), StoreError> {
+        snapshot::install_seed(&self.ks, path).map(|_| ())
+    }
+
+    /// The shipping state on disk (what a seed installed).
+    pub fn seed_status(&self) -> ShipStatus {
+        state::load_meta(&self.ks)
+            .map(|meta| ShipStatus::of(&meta))
+            .unwrap_or_default()
+    }
+
+    /// Whether the state machine has never applied anything (a fresh directory).
+    pub fn is_empty(&self) -> bool {
+        self.ks.sm_meta.is_empty().unwrap_or(false) && self.ks.log.is_empty().unwrap_or(false)
     }
 
     /// Bytes the database occupies on disk.

@@ -185,11 +185,31 @@ fn write(
     dir: &Path,
 ) -> Result<SnapshotFile, StoreError> {
     let path = dir.join(format!("outgoing-{:016x}.snap", rand::random::<u64>()));
+    write_file(&path, sm, |out| {
+        for (tag, keyspace) in sections(ks) {
+            for guard in view.iter(keyspace) {
+                let (key, value) = guard.into_inner()?;
+                out(tag, &key, &value)?;
+            }
+        }
+        Ok(())
+    })?;
+    SnapshotFile::open(path)
+}
+
+/// Writes a snapshot file: header for `sm`, the records `body` emits, end tag, checksum.
+fn write_file(
+    path: &Path,
+    sm: &SmMeta,
+    body: impl FnOnce(
+        &mut dyn FnMut(u8, &[u8], &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
     let io = |source| StoreError::Io {
-        path: path.clone(),
+        path: path.to_owned(),
         source,
     };
-    let file = File::create(&path).map_err(io)?;
+    let file = File::create(path).map_err(io)?;
     let mut out = CrcWriter {
         inner: BufWriter::new(file),
         crc: crc32fast::Hasher::new(),
@@ -202,18 +222,50 @@ fn write(
     out.write_all(&(header.len() as u32).to_be_bytes())
         .map_err(io)?;
     out.write_all(&header).map_err(io)?;
-    for (tag, keyspace) in sections(ks) {
-        for guard in view.iter(keyspace) {
-            let (key, value) = guard.into_inner()?;
-            write_record(&mut out, tag, &key, &value).map_err(io)?;
-        }
-    }
+    body(&mut |tag, key, value| write_record(&mut out, tag, key, value).map_err(io))?;
     out.write_all(&[TAG_END]).map_err(io)?;
     let crc = out.crc.clone().finalize();
     let mut inner = out.inner;
     inner.write_all(&crc.to_be_bytes()).map_err(io)?;
     inner.into_inner().map_err(|e| io(e.into_error()))?;
-    SnapshotFile::open(path)
+    Ok(())
+}
+
+/// Hub: writes the seed of a new edge group for `site` — the site's KV and streams out of
+/// its namespace, at seq `sm.last_seq`, with the edge bookkeeping in `sm` — to `path`
+/// (fsynced: it is served for as long as the failback takes).
+pub(crate) fn write_site_seed(
+    ks: &Keyspaces,
+    view: &fjall::Snapshot,
+    ns: &[u8],
+    sm: &SmMeta,
+    path: &Path,
+) -> Result<(), StoreError> {
+    write_file(path, sm, |out| {
+        for (tag, keyspace) in [(TAG_KV, &ks.kv), (TAG_STREAM, &ks.streams)] {
+            for guard in view.prefix(keyspace, ns) {
+                let (key, value) = guard.into_inner()?;
+                out(tag, &key[ns.len()..], &value)?;
+            }
+        }
+        Ok(())
+    })?;
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|source| StoreError::Io {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Edge: makes an empty store the state a seed file describes (checksum verified first).
+pub(crate) fn install_seed(ks: &Keyspaces, path: &Path) -> Result<SmMeta, StoreError> {
+    let file = File::open(path).map_err(|source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    verify_checksum(path, &file)?;
+    replace_state(ks, path)
 }
 
 /// Reads and checks the header of a snapshot file, leaving `file` positioned at the records.

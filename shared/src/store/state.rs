@@ -14,7 +14,7 @@ use super::{Keyspaces, StoreError};
 use crate::limits::{IDEMPOTENCY_EXPIRE_PER_APPLY, OUTBOX_COMPACT_PER_APPLY};
 use crate::ship::rules::{decide, Decision, SiteShipState};
 use crate::ship::{EventKind, ShipReply, ShippedEvent};
-use crate::types::{Command, CommandResponse, Hlc, LogId, Op, StoredMembership};
+use crate::types::{Command, CommandResponse, Hlc, LogId, Op, SiteOwner, StoredMembership};
 
 /// State machine bookkeeping, written atomically with every applied entry.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -39,6 +39,8 @@ pub(crate) struct SmMeta {
     pub outbox_bytes: u64,
     /// Hub: cursor of the newest merged-feed entry (0: none).
     pub feed_last: u64,
+    /// Edge: reseeded from the hub and not yet handed the site back; writes are refused.
+    pub awaiting_handback: bool,
     /// In memory only: no idempotency expiry index entry is earlier than this (0 = unknown).
     /// Lets apply skip the expiry scan exactly when the scan would remove nothing, so
     /// replicas with different hints (e.g. one just restarted) still apply identically.
@@ -104,13 +106,29 @@ pub(crate) fn apply_command(
         }
     }
 
+    let mut writer = match (&command.site, &command.op) {
+        (Some(site), Op::Put { .. } | Op::Delete { .. } | Op::Append { .. }) => {
+            let record = load_site(ks, site)?;
+            if record.owner != SiteOwner::Hub {
+                return Ok(CommandResponse::NotOwner {
+                    owner: record.owner,
+                });
+            }
+            Writer::Site {
+                ns: site_namespace(site),
+                name: site.clone(),
+                record,
+            }
+        }
+        _ => Writer::Edge,
+    };
     let response = match &command.op {
         Op::Put {
             key,
             value,
             if_revision,
         } => {
-            let current = current_revision(ks, key, &[])?;
+            let current = current_revision(ks, key, writer.ns())?;
             if let Some(expected) = *if_revision {
                 if current.unwrap_or(0) != expected {
                     return finish(
@@ -127,13 +145,13 @@ pub(crate) fn apply_command(
                 key: key.clone(),
                 value: value.clone(),
             };
-            match admit_event(ks, meta, batch, command, kind)? {
+            match admit_event(ks, meta, batch, command, &mut writer, kind)? {
                 Ok(seq) => CommandResponse::Put { seq, revision: seq },
                 Err(refused) => return Ok(refused),
             }
         }
         Op::Delete { key, if_revision } => {
-            let current = current_revision(ks, key, &[])?;
+            let current = current_revision(ks, key, writer.ns())?;
             match (current, *if_revision) {
                 (None, _) => CommandResponse::NotFound,
                 (Some(revision), Some(expected)) if revision != expected => {
@@ -141,7 +159,7 @@ pub(crate) fn apply_command(
                 }
                 (Some(_), _) => {
                     let kind = EventKind::Delete { key: key.clone() };
-                    match admit_event(ks, meta, batch, command, kind)? {
+                    match admit_event(ks, meta, batch, command, &mut writer, kind)? {
                         Ok(seq) => CommandResponse::Deleted { seq },
                         Err(refused) => return Ok(refused),
                     }
@@ -153,7 +171,7 @@ pub(crate) fn apply_command(
                 stream: stream.clone(),
                 data: data.clone(),
             };
-            match admit_event(ks, meta, batch, command, kind)? {
+            match admit_event(ks, meta, batch, command, &mut writer, kind)? {
                 Ok(seq) => CommandResponse::Appended {
                     seq,
                     hlc: meta.hlc.0,
@@ -165,18 +183,125 @@ pub(crate) fn apply_command(
             meta.shipped_through = meta.shipped_through.max((*through).min(meta.last_seq));
             CommandResponse::Empty
         }
-        Op::Fence { epoch } => {
+        Op::Fence {
+            epoch,
+            shipped_through,
+        } => {
             if *epoch > meta.epoch && meta.fenced.is_none_or(|f| *epoch > f) {
                 meta.fenced = Some(*epoch);
+                let held = (*shipped_through).min(meta.last_seq);
+                meta.shipped_through = meta.shipped_through.max(held);
             }
             CommandResponse::Empty
         }
         Op::Ingest { batch: bytes } => {
             CommandResponse::Ship(ingest(ks, meta, batch, now_ms, bytes)?)
         }
+        Op::Promote { site } => change_owner(ks, batch, site, |r| {
+            if r.owner != SiteOwner::Hub {
+                // From the edge: a new generation fences the old group. From handing-back
+                // (a failback abandoned): the hub simply takes writes again.
+                if r.owner == SiteOwner::Edge {
+                    r.next_epoch();
+                }
+                r.owner = SiteOwner::Hub;
+            }
+        })?,
+        Op::BeginFailback { site } => change_owner(ks, batch, site, |r| {
+            if r.owner == SiteOwner::Hub {
+                r.owner = SiteOwner::HandingBack;
+            }
+        })?,
+        Op::CompleteFailback { site } => change_owner(ks, batch, site, |r| {
+            if r.owner == SiteOwner::HandingBack {
+                r.next_epoch();
+                r.owner = SiteOwner::Edge;
+            }
+        })?,
+        Op::Activate => {
+            meta.awaiting_handback = false;
+            CommandResponse::Empty
+        }
     };
+    if let Writer::Site { name, record, .. } = &writer {
+        batch.insert(&ks.sites, name.as_bytes(), encode(record)?);
+    }
     compact_outbox(ks, meta, batch)?;
     finish(ks, meta, batch, command, now_ms, response)
+}
+
+/// Where a client write lands: the edge's own state, or a promoted site's namespace at the
+/// hub (whose log continues from the site's shipped-through).
+enum Writer {
+    Edge,
+    Site {
+        name: String,
+        ns: Vec<u8>,
+        record: SiteRecord,
+    },
+}
+
+impl Writer {
+    fn ns(&self) -> &[u8] {
+        match self {
+            Writer::Edge => &[],
+            Writer::Site { ns, .. } => ns,
+        }
+    }
+}
+
+fn load_site(ks: &Keyspaces, site: &str) -> Result<SiteRecord, StoreError> {
+    match ks.sites.get(site.as_bytes())? {
+        Some(bytes) => decode("site record", &bytes),
+        None => Ok(SiteRecord::default()),
+    }
+}
+
+/// Applies a DR transition to a site's record (a no-op where it does not apply, so retries
+/// are harmless) and answers the resulting ownership.
+fn change_owner(
+    ks: &Keyspaces,
+    batch: &mut WriteBatch,
+    site: &str,
+    change: impl FnOnce(&mut SiteRecord),
+) -> Result<CommandResponse, StoreError> {
+    let mut record = load_site(ks, site)?;
+    change(&mut record);
+    batch.insert(&ks.sites, site.as_bytes(), encode(&record)?);
+    Ok(CommandResponse::Site {
+        epoch: record.epoch,
+        owner: record.owner,
+        shipped_through: record.shipped_through,
+    })
+}
+
+/// A hub write to a promoted site: the next seq of the site's log, written under its
+/// namespace and appended to the merged feed like a shipped event.
+fn admit_site_event(
+    ks: &Keyspaces,
+    meta: &mut SmMeta,
+    batch: &mut WriteBatch,
+    name: &str,
+    ns: &[u8],
+    record: &mut SiteRecord,
+    kind: EventKind,
+) -> Result<u64, StoreError> {
+    let seq = record.shipped_through + 1;
+    let hlc = meta.hlc.0;
+    apply_event(ks, batch, ns, seq, hlc, &kind);
+    meta.feed_last += 1;
+    let entry = FeedEvent {
+        site: name.to_owned(),
+        epoch: record.epoch,
+        seq,
+        hlc,
+        kind,
+    };
+    batch.insert(&ks.feed, u64_key(meta.feed_last), encode(&entry)?);
+    record.shipped_through = seq;
+    record.head_seq = seq;
+    record.last_event_ms = meta.hlc.physical_ms();
+    Ok(seq)
 }
 
 /// Gives a new event its seq and writes it (and, in a shipping group, its outbox record),
@@ -187,10 +312,17 @@ fn admit_event(
     meta: &mut SmMeta,
     batch: &mut WriteBatch,
     command: &Command,
+    writer: &mut Writer,
     kind: EventKind,
 ) -> Result<Result<u64, CommandResponse>, StoreError> {
+    if let Writer::Site { name, ns, record } = writer {
+        return admit_site_event(ks, meta, batch, name, ns, record, kind).map(Ok);
+    }
     if let Some(epoch) = meta.fenced {
         return Ok(Err(CommandResponse::Fenced { epoch }));
+    }
+    if meta.awaiting_handback {
+        return Ok(Err(CommandResponse::AwaitingHandback));
     }
     let seq = meta.last_seq + 1;
     let hlc = meta.hlc.0;
@@ -281,6 +413,33 @@ pub struct SiteRecord {
     pub last_contact_ms: u64,
     /// HLC time (ms) of the newest event committed here.
     pub last_event_ms: u64,
+    /// Who takes the site's writes now.
+    pub owner: SiteOwner,
+    /// (epoch, last seq) of each ended epoch, oldest first (at most `MAX_EPOCH_HISTORY`):
+    /// tells a fenced group which of its events are held here.
+    pub epoch_ends: Vec<(u64, u64)>,
+}
+
+/// Ended epochs a site record remembers (epochs change only by operator action).
+const MAX_EPOCH_HISTORY: usize = 64;
+
+impl SiteRecord {
+    /// Starts the next epoch, remembering where this one ended.
+    fn next_epoch(&mut self) {
+        if self.epoch_ends.len() == MAX_EPOCH_HISTORY {
+            self.epoch_ends.remove(0);
+        }
+        self.epoch_ends.push((self.epoch, self.shipped_through));
+        self.epoch += 1;
+    }
+
+    /// Where `epoch` ended (0 if it is not remembered).
+    fn end_of(&self, epoch: u64) -> u64 {
+        self.epoch_ends
+            .iter()
+            .find(|(e, _)| *e == epoch)
+            .map_or(0, |(_, end)| *end)
+    }
 }
 
 /// One entry of the hub's merged feed.
@@ -315,10 +474,18 @@ fn ingest(
         Ok(shipped) => shipped,
         Err(e) => return Ok(ShipReply::Rejected(e.to_string())),
     };
-    let mut site: SiteRecord = match ks.sites.get(shipped.site.as_bytes())? {
-        Some(bytes) => decode("site record", &bytes)?,
-        None => SiteRecord::default(),
-    };
+    let mut site = load_site(ks, &shipped.site)?;
+    if site.owner == SiteOwner::HandingBack
+        && shipped.epoch == site.epoch + 1
+        && shipped.events.is_empty()
+        && shipped.head_seq == site.shipped_through
+    {
+        // The failback's last step (DESIGN.md §3.5): the hub stopped taking writes, and a
+        // group reseeded from its frozen copy now proves it holds exactly that state. Commit
+        // epoch + 1 with it as the writer; it accepts writes once it hears this answer.
+        site.next_epoch();
+        site.owner = SiteOwner::Edge;
+    }
     let state = SiteShipState {
         epoch: site.epoch,
         shipped_through: site.shipped_through,
@@ -349,6 +516,10 @@ fn ingest(
             site.shipped_through = through;
             ShipReply::ShippedThrough(through)
         }
+        Decision::Answer(ShipReply::Fenced { epoch, .. }) => ShipReply::Fenced {
+            epoch,
+            shipped_through: site.end_of(shipped.epoch),
+        },
         Decision::Answer(reply) => reply,
     };
     if !matches!(reply, ShipReply::Fenced { .. } | ShipReply::Rejected(_)) {
@@ -468,6 +639,7 @@ pub struct ShipStatus {
     pub last_seq: u64,
     pub epoch: u64,
     pub fenced: Option<u64>,
+    pub awaiting_handback: bool,
     pub shipped_through: u64,
     pub outbox_bytes: u64,
 }
@@ -478,6 +650,7 @@ impl ShipStatus {
             last_seq: meta.last_seq,
             epoch: meta.epoch,
             fenced: meta.fenced,
+            awaiting_handback: meta.awaiting_handback,
             shipped_through: meta.shipped_through,
             outbox_bytes: meta.outbox_bytes,
         }
@@ -707,6 +880,7 @@ mod tests {
                     window_secs: 600,
                 }),
                 backlog_limit,
+                site: None,
                 op,
             };
             let ks = &self.store.ks;
@@ -950,9 +1124,24 @@ mod tests {
     fn a_fenced_group_refuses_every_write_after_the_fence() {
         let mut f = Fixture::new();
         f.apply_limited(1, None, Some(1 << 20), append("a"));
-        f.apply(2, None, Op::Fence { epoch: 0 }); // not newer than ours: ignored
+        f.apply(
+            2,
+            None,
+            Op::Fence {
+                epoch: 0,
+                shipped_through: 0,
+            },
+        ); // not newer than ours: ignored
         assert_eq!(f.meta.fenced, None);
-        f.apply(3, None, Op::Fence { epoch: 2 });
+        f.apply(
+            3,
+            None,
+            Op::Fence {
+                epoch: 2,
+                shipped_through: 1,
+            },
+        );
+        assert_eq!(f.meta.shipped_through, 1);
         assert_eq!(
             f.apply_limited(4, Some("k"), Some(1 << 20), append("b")),
             CommandResponse::Fenced { epoch: 2 }
@@ -1085,7 +1274,10 @@ mod tests {
             .expect("insert");
         assert_eq!(
             ingest(&mut f, "a", 0, 7..=7),
-            ShipReply::Fenced { epoch: 3 }
+            ShipReply::Fenced {
+                epoch: 3,
+                shipped_through: 0
+            }
         );
         assert!(matches!(
             f.apply(

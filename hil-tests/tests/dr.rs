@@ -1,0 +1,357 @@
+//! Site disaster recovery (DESIGN.md §3.5) as one drill on real processes: a site ships,
+//! loses its uplink, keeps writing (the unshipped tail), dies; the hub serves it, is promoted
+//! and takes writes; the old group returns and is fenced (writes refused, tail exported); a
+//! new group is reseeded from the hub and takes the site back; writes ship again. Every write
+//! acknowledged by the hub, or by the edge before its last shipped batch, ends up at the hub
+//! exactly once, in seq order.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use openclaw_hil_tests::lab::site_name;
+use openclaw_hil_tests::{
+    binary, request, wait_until, GroupOptions, Lab, LabGroup, LabOptions, UplinkOptions,
+};
+use reqwest::Method;
+use serde_json::Value;
+
+const CATCH_UP: Duration = Duration::from_secs(60);
+
+async fn post(http: &reqwest::Client, url: &str, data: &str) -> (u16, Value) {
+    match request(
+        http,
+        Method::POST,
+        url,
+        &[("Idempotency-Key", data)],
+        Some(data.into()),
+    )
+    .await
+    {
+        Ok(a) => (a.status, a.json()),
+        Err(e) => (0, Value::String(e.to_string())),
+    }
+}
+
+/// Appends `data` to stream `s` through `url_base` until acknowledged; returns its seq.
+async fn append_acked(http: &reqwest::Client, url_base: &str, data: &str) -> u64 {
+    let deadline = Instant::now() + CATCH_UP;
+    loop {
+        let (status, body) = post(http, &format!("{url_base}/streams/s"), data).await;
+        if status == 200 {
+            return body["seq"].as_u64().expect("seq");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{data} never acknowledged: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The hub's record of site-1 (Null until it first shipped).
+async fn site_status(hub: &LabGroup) -> Value {
+    hub.get_json(hub.running()[0], "/v1/sites/site-1")
+        .await
+        .unwrap_or(Value::Null)
+}
+
+/// The hub's stream `s` of site-1: (seq, data) in order.
+async fn hub_stream(hub: &LabGroup) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut from = 1;
+    loop {
+        let page = hub
+            .get_json(
+                1,
+                &format!("/v1/sites/site-1/streams/s?from={from}&limit=1000"),
+            )
+            .await
+            .expect("stream");
+        let events = page["events"].as_array().cloned().unwrap_or_default();
+        if events.is_empty() {
+            return out;
+        }
+        for e in &events {
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(e["data_b64"].as_str().unwrap_or(""))
+                .expect("b64");
+            out.push((
+                e["seq"].as_u64().expect("seq"),
+                String::from_utf8(data).expect("utf8"),
+            ));
+        }
+        from = page["next"].as_u64().expect("next");
+    }
+}
+
+fn cli(bin: &str, env: &str, args: &[&str]) -> String {
+    let out = Command::new(binary(bin, env).expect("binary"))
+        .args(args)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{bin} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn new_group_options(lab_dir: &Path, hub: &LabGroup) -> GroupOptions {
+    GroupOptions {
+        site: site_name(1),
+        ip_base: 16 * 9,
+        ca_dir: Some(lab_dir.join("ca")),
+        uplink: Some(UplinkOptions::to(hub)),
+        ..GroupOptions::fast()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn disaster_recovery_drill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = LabOptions {
+        sites: 1,
+        edge_nodes: 3,
+        hub_nodes: 3,
+        edge: GroupOptions::fast(),
+        hub: GroupOptions {
+            relays: true,
+            ..GroupOptions::fast()
+        },
+        ..LabOptions::default()
+    };
+    let mut lab = Lab::start(dir.path(), options).await.expect("lab");
+    let http = lab.sites[0].http.clone();
+    let edge_url = |lab: &Lab, id: u64| format!("{}/v1", lab.sites[0].url(id));
+    let hub_site = format!("{}/v1/sites/site-1", lab.hub().expect("hub").url(1));
+    // Every write the drill must find at the hub in the end: seq → data.
+    let mut kept: BTreeMap<u64, String> = BTreeMap::new();
+
+    // 1. The site ships normally.
+    for i in 0..40 {
+        let data = format!("shipped-{i}");
+        kept.insert(
+            append_acked(&http, &edge_url(&lab, 1 + i % 3), &data).await,
+            data,
+        );
+    }
+    let hub = lab.hub().expect("hub");
+    wait_until(CATCH_UP, "first events shipped", || async {
+        site_status(hub).await["shipped_through"] == 40
+    })
+    .await
+    .expect("shipped");
+
+    // 2. Uplink cut; the site keeps writing: the unshipped tail.
+    hub.block_sources(&lab.sites[0].ips(), true).expect("cut");
+    let mut tail = BTreeMap::new();
+    for i in 0..25 {
+        let data = format!("tail-{i}");
+        tail.insert(append_acked(&http, &edge_url(&lab, 1), &data).await, data);
+    }
+
+    // 3. The whole edge group dies.
+    for id in lab.sites[0].ids() {
+        lab.sites[0].kill9(id).expect("kill");
+    }
+
+    // 4. The lost site is readable at the hub as of shipped-through; status says how stale.
+    let hub = lab.hub().expect("hub");
+    let status = site_status(hub).await;
+    assert_eq!(status["shipped_through"], 40);
+    assert_eq!(status["owner"], "edge");
+    assert!(
+        status["last_contact_seconds_ago"].is_u64() && status["lag_events"].is_u64(),
+        "{status}"
+    );
+    assert_eq!(hub_stream(hub).await.len(), 40);
+
+    // 5. Promote; RTO = promote to the first acknowledged hub write.
+    let hub_addr = hub.url(2);
+    let promoted_at = Instant::now();
+    let out = cli(
+        "openclaw-hub",
+        "OPENCLAW_HUB_BIN",
+        &["promote", "site-1", "--addr", &hub_addr],
+    );
+    assert!(out.contains("\"owner\": \"hub\""), "{out}");
+    let first = append_acked(&http, &hub_site, "hub-0").await;
+    let rto = promoted_at.elapsed();
+    assert_eq!(
+        first, 41,
+        "the hub continues the site's log from shipped-through"
+    );
+    kept.insert(first, "hub-0".into());
+    for i in 1..15 {
+        let data = format!("hub-{i}");
+        kept.insert(append_acked(&http, &hub_site, &data).await, data);
+    }
+
+    // 6. The old group comes back (its uplink too) and is fenced: writes refused, reads go on.
+    hub.block_sources(&lab.sites[0].ips(), false)
+        .expect("restore");
+    for id in lab.sites[0].ids() {
+        lab.sites[0].restart(id).expect("restart");
+    }
+    let old = &lab.sites[0];
+    wait_until(CATCH_UP, "old group fenced", || async {
+        old.status(1)
+            .await
+            .ok()
+            .is_some_and(|s| s["uplink"]["fenced"] == true)
+            && old
+                .status(2)
+                .await
+                .ok()
+                .is_some_and(|s| s["uplink"]["fenced"] == true)
+    })
+    .await
+    .expect("fenced");
+    let (status, body) = post(
+        &http,
+        &format!("{}/streams/s", edge_url(&lab, 2)),
+        "after-fence",
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("fenced")),
+        "{body}"
+    );
+    assert_eq!(
+        old.metric(1, "openclaw_uplink_fenced")
+            .await
+            .expect("metric"),
+        1.0
+    );
+    let page = old
+        .get_json(3, "/v1/streams/s?from=41&limit=100&consistency=stale")
+        .await
+        .expect("reads still served");
+    assert_eq!(page["events"].as_array().map(Vec::len), Some(25));
+
+    // 7. The unshipped tail, exported: exactly the events after shipped-through.
+    let export = dir.path().join("tail.ndjson");
+    let out = cli(
+        "openclaw-edge",
+        "OPENCLAW_EDGE_BIN",
+        &[
+            "export-unshipped",
+            "--addr",
+            &old.url(1),
+            "--out",
+            export.to_str().expect("path"),
+        ],
+    );
+    assert!(out.contains("25 unshipped event(s)"), "{out}");
+    let exported: BTreeMap<u64, String> = std::fs::read_to_string(&export)
+        .expect("export")
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("json line");
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(v["data_b64"].as_str().expect("data"))
+                .expect("b64");
+            (
+                v["seq"].as_u64().expect("seq"),
+                String::from_utf8(data).expect("utf8"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        exported, tail,
+        "the export holds exactly the unshipped tail"
+    );
+    lab.sites[0].stop_all().await.expect("retire the old group");
+
+    // 8. Failback: the hub stops taking writes; a new group is reseeded and takes the site back.
+    let hub = lab.hub().expect("hub");
+    let out = cli(
+        "openclaw-hub",
+        "OPENCLAW_HUB_BIN",
+        &["failback", "site-1", "--addr", &hub_addr],
+    );
+    assert!(out.contains("handing-back"), "{out}");
+    let (status, body) = post(
+        &http,
+        &format!("{hub_site}/streams/s"),
+        "while-handing-back",
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("handing_back")),
+        "{body}"
+    );
+    let mut fresh = LabGroup::create(
+        &dir.path().join("site-1-new"),
+        3,
+        new_group_options(dir.path(), hub),
+    )
+    .await
+    .expect("new group");
+    for node in &fresh.nodes {
+        let out = cli(
+            "openclaw-edge",
+            "OPENCLAW_EDGE_BIN",
+            &[
+                "reseed",
+                "--from-hub",
+                &hub.url(3),
+                "--config",
+                node.config_path().to_str().expect("path"),
+            ],
+        );
+        assert!(out.contains("seq 55, epoch 2"), "{out}");
+    }
+    for id in fresh.ids() {
+        fresh.restart(id).expect("start");
+    }
+    fresh.wait_ready(&fresh.ids()).await.expect("ready");
+    wait_until(CATCH_UP, "site handed back", || async {
+        let s = site_status(hub).await;
+        s["owner"] == "edge" && s["epoch"] == 2
+    })
+    .await
+    .expect("handed back");
+    let fresh_url = format!("{}/v1", fresh.url(2));
+    let first_back = append_acked(&http, &fresh_url, "back-0").await;
+    assert_eq!(
+        first_back, 56,
+        "the new group continues from the hub's last seq"
+    );
+    kept.insert(first_back, "back-0".into());
+    for i in 1..10 {
+        let data = format!("back-{i}");
+        kept.insert(append_acked(&http, &fresh_url, &data).await, data);
+    }
+    let (status, _) = post(
+        &http,
+        &format!("{hub_site}/streams/s"),
+        "hub-after-failback",
+    )
+    .await;
+    assert_eq!(status, 409, "the hub no longer takes the site's writes");
+
+    // 9. Everything kept is at the hub exactly once, in order; the tail is not.
+    wait_until(CATCH_UP, "new group shipped", || async {
+        site_status(hub).await["shipped_through"] == 65
+    })
+    .await
+    .expect("shipped");
+    let at_hub = hub_stream(hub).await;
+    let seqs: Vec<u64> = at_hub.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, (1..=65).collect::<Vec<_>>());
+    let at_hub: BTreeMap<u64, String> = at_hub.into_iter().collect();
+    assert_eq!(at_hub, kept);
+    println!(
+        "DR drill: RPO {} events (the exported unshipped tail), RTO {:?} (promote to first hub write)",
+        exported.len(),
+        rto
+    );
+}
