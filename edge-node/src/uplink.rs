@@ -273,6 +273,12 @@ async fn ship_session(
                         "the outbox no longer holds seq {first}, which the hub expects next"
                     ));
                 }
+                // Nagle: while a batch is in flight, only full batches follow it; the small
+                // rest waits for the reply and goes as one batch (the hub commits batches one
+                // after another, so many small ones would queue behind each other).
+                if session.in_flight() > 0 && !is_full(&events) {
+                    break;
+                }
                 session.next_batch(ship.last_seq, events.len() as u64);
                 let batch = codec::encode(&ShipBatch {
                     site: site.clone(),
@@ -315,6 +321,21 @@ async fn ship_session(
     reader.abort();
     let _ = send.finish();
     result
+}
+
+/// Whether a batch is as large as the shipper makes them.
+fn is_full(events: &[shared::ship::ShippedEvent]) -> bool {
+    events.len() >= MAX_SHIP_BATCH_EVENTS
+        || events.iter().map(event_bytes).sum::<usize>() >= SHIP_BATCH_TARGET_BYTES
+}
+
+fn event_bytes(event: &shared::ship::ShippedEvent) -> usize {
+    use shared::ship::EventKind;
+    match &event.kind {
+        EventKind::Put { key, value } => key.len() + value.len(),
+        EventKind::Delete { key } => key.len(),
+        EventKind::Append { stream, data } => stream.len() + data.len(),
+    }
 }
 
 /// Publishes the hub's shipped-through and, now and then, replicates it.
