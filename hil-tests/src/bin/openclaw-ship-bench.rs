@@ -81,7 +81,7 @@ fn telemetry(i: u64) -> String {
         x % 10,
         95 + x % 12,
         (x >> 4) % 10,
-        if x % 50 == 0 { "warn" } else { "ok" }
+        if x.is_multiple_of(50) { "warn" } else { "ok" }
     )
 }
 
