@@ -9,8 +9,10 @@ use anyhow::{bail, Context};
 use clap::Subcommand;
 use shared::config::NodeConfig as _;
 use shared::identity::Role;
-use shared::operator::{daemon_main, download, init_logging, serve_until_signal, Target};
-use shared::store::Store;
+use shared::operator::{
+    daemon_main, download, init_logging, open_empty_store, restore_backup, serve_until_signal,
+    Target,
+};
 use tracing::info;
 
 use crate::config::EdgeConfig;
@@ -27,6 +29,25 @@ enum EdgeCommand {
         /// The file to write (resumed if it exists and is partial).
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Build a new node's store from a backup, or from the hub's copy of the site as of a
+    /// seq or a time (point-in-time restore). Into an empty data directory only.
+    Restore {
+        /// A file written by `backup`.
+        #[arg(long, conflicts_with = "from_hub")]
+        from_backup: Option<PathBuf>,
+        /// Client API URL of a hub node that holds the site (with --as-of-seq or --as-of-ms).
+        #[arg(long)]
+        from_hub: Option<String>,
+        /// Every event of the site with seq <= this.
+        #[arg(long, requires = "from_hub", conflicts_with = "as_of_ms")]
+        as_of_seq: Option<u64>,
+        /// Every event of the site stamped at or before this unix time in ms.
+        #[arg(long, requires = "from_hub")]
+        as_of_ms: Option<u64>,
+        /// The new node's config (its site, data directory and storage are used).
+        #[arg(long)]
+        config: PathBuf,
     },
     /// Start this gateway's store from the hub's copy of its site (the site must be handing
     /// back: `openclaw-hub failback SITE`). Run on each member of the new group before its
@@ -75,27 +96,42 @@ async fn edge_command(command: EdgeCommand) -> anyhow::Result<()> {
                 out.display()
             );
         }
-        EdgeCommand::Reseed { from_hub, config } => reseed(&from_hub, &config).await?,
+        EdgeCommand::Reseed { from_hub, config } => reseed(&from_hub, &config, "").await?,
+        EdgeCommand::Restore {
+            from_backup,
+            from_hub,
+            as_of_seq,
+            as_of_ms,
+            config,
+        } => match (from_backup, from_hub, as_of_seq, as_of_ms) {
+            (Some(file), None, None, None) => {
+                let config = EdgeConfig::load(&config)?;
+                restore_backup(&file, &config.node.data_dir, &config.storage).await?;
+            }
+            (None, Some(hub), Some(seq), None) => {
+                reseed(&hub, &config, &format!("?as_of_seq={seq}")).await?
+            }
+            (None, Some(hub), None, Some(ms)) => {
+                reseed(&hub, &config, &format!("?as_of_ms={ms}")).await?
+            }
+            _ => bail!(
+                "give --from-backup FILE, or --from-hub URL with --as-of-seq N or --as-of-ms T"
+            ),
+        },
     }
     Ok(())
 }
 
-/// Downloads the site's seed from the hub into the (empty) data directory and installs it.
-async fn reseed(hub: &str, config_path: &std::path::Path) -> anyhow::Result<()> {
+/// Downloads the site's seed from the hub (`query` picks a point in time) into the empty
+/// data directory and installs it.
+async fn reseed(hub: &str, config_path: &std::path::Path, query: &str) -> anyhow::Result<()> {
     let config = EdgeConfig::load(config_path)?;
     let dir = &config.node.data_dir;
-    let store =
-        Store::open(dir, &config.storage).with_context(|| format!("opening {}", dir.display()))?;
-    if !store.is_empty() {
-        bail!(
-            "{} already holds a store: reseed only starts new gateways, never over a live one",
-            dir.display()
-        );
-    }
+    let store = open_empty_store(dir, &config.storage)?;
     let site = &config.node.site;
     let part = dir.join("snapshots").join("reseed.part");
-    eprintln!("downloading the hub's copy of {site} from {hub}");
-    let bytes = download(hub, &format!("/v1/sites/{site}/seed"), &part).await?;
+    eprintln!("downloading the hub's copy of {site}{query} from {hub}");
+    let bytes = download(hub, &format!("/v1/sites/{site}/seed{query}"), &part).await?;
     store
         .install_seed(&part)
         .with_context(|| format!("installing {}", part.display()))?;
@@ -103,8 +139,8 @@ async fn reseed(hub: &str, config_path: &std::path::Path) -> anyhow::Result<()> 
     let _ = std::fs::remove_file(&part);
     let status = store.seed_status();
     println!(
-        "{site} reseeded from the hub ({bytes} bytes): seq {}, epoch {}; start the group, \
-         and it takes writes once the hub hands the site back",
+        "{site} seeded from the hub ({bytes} bytes): seq {}, epoch {}; start the group (after \
+         a failback it takes writes once the hub hands the site back)",
         status.last_seq, status.epoch
     );
     Ok(())

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -16,10 +16,10 @@ use shared::config::SiteId;
 use shared::group::now_ms;
 use shared::group::OpError;
 use shared::http::{
-    event_json, finish, group_routes, page_limit, parse_append, parse_delete, parse_number,
-    parse_put, read_barrier, reject_unknown, status_fields, write_result, ApiError,
+    event_json, file_response, finish, group_routes, page_limit, parse_append, parse_delete,
+    parse_number, parse_put, read_barrier, reject_unknown, status_fields, write_result, ApiError,
 };
-use shared::store::{FeedEvent, SiteRecord};
+use shared::store::{AsOf, FeedEvent, SiteRecord};
 use shared::types::{CommandResponse, Op};
 
 use crate::hub::{Hub, HUB};
@@ -244,75 +244,56 @@ async fn failback(
     .await
 }
 
-/// `GET /v1/sites/{site}/seed`: the state a new edge group starts from (only while the site
-/// is handing back, so it is frozen). Resumable: honours `Range: bytes=N-`.
+/// `GET /v1/sites/{site}/seed`: the state a new edge group starts from — while the site is
+/// handing back, its frozen state (failback); with `as_of_seq=N` or `as_of_ms=T`, the state
+/// rebuilt from the hub's log as of then (point-in-time restore). Resumable (`Range`).
 async fn seed(
     State(hub): State<AppState>,
     Path(site): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    reject_unknown(&query, &["as_of_seq", "as_of_ms"])?;
     let site = parse_site(&site)?;
-    // Our copy must include the freeze and every write before it.
+    let as_of = match (
+        parse_number::<u64>(&query, "as_of_seq")?,
+        parse_number::<u64>(&query, "as_of_ms")?,
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "give as_of_seq or as_of_ms, not both".into(),
+            ))
+        }
+        (Some(seq), None) => Some(AsOf::Seq(seq)),
+        (None, Some(ms)) => Some(AsOf::TimeMs(ms)),
+        (None, None) => None,
+    };
+    // Our copy must include every write acknowledged before this request.
     read_barrier(&hub.group, &HashMap::new()).await?;
     let store = hub.group.store.clone();
     let name = site.to_string();
-    let made = tokio::task::spawn_blocking(move || store.site_seed(&name))
-        .await
-        .map_err(|e| ApiError::Unavailable(OpError::Unavailable(e.to_string())))??;
-    let Some((path, record)) = made else {
-        return Err(ApiError::Conflict(format!(
-            "site {site} is not handing back: run `openclaw-hub failback {site}` first"
-        )));
+    let made = tokio::task::spawn_blocking(move || match as_of {
+        Some(as_of) => store.site_seed_as_of(&name, as_of),
+        None => store
+            .site_seed(&name)
+            .map(|seed| seed.map(|(path, record)| (path, record.shipped_through))),
+    })
+    .await
+    .map_err(|e| ApiError::Unavailable(OpError::Unavailable(e.to_string())))??;
+    let Some((path, seq)) = made else {
+        return Err(match as_of {
+            Some(_) => ApiError::NotFound(format!("site {site} has never shipped here")),
+            None => ApiError::Conflict(format!(
+                "site {site} is not handing back: run `openclaw-hub failback {site}` first \
+                 (or ask for a point in time with as_of_seq / as_of_ms)"
+            )),
+        });
     };
-    let mut file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|e| ApiError::Unavailable(OpError::Unavailable(e.to_string())))?;
-    let len = file
-        .metadata()
-        .await
-        .map_err(|e| ApiError::Unavailable(OpError::Unavailable(e.to_string())))?
-        .len();
-    let from = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|r| r.strip_prefix("bytes="))
-        .and_then(|r| r.strip_suffix('-'))
-        .and_then(|n| n.parse::<u64>().ok())
-        .unwrap_or(0);
-    if from >= len && from > 0 {
-        let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
-        response.headers_mut().insert(
-            header::CONTENT_RANGE,
-            header_value(&format!("bytes */{len}")),
-        );
-        return Ok(response);
-    }
-    use tokio::io::AsyncSeekExt as _;
-    file.seek(std::io::SeekFrom::Start(from))
-        .await
-        .map_err(|e| ApiError::Unavailable(OpError::Unavailable(e.to_string())))?;
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
-    let mut response = body.into_response();
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len - from));
-    h.insert("x-seed-seq", HeaderValue::from(record.shipped_through));
-    h.insert("x-seed-epoch", HeaderValue::from(record.epoch + 1));
-    if from > 0 {
-        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
-        response.headers_mut().insert(
-            header::CONTENT_RANGE,
-            header_value(&format!("bytes {from}-{}/{len}", len - 1)),
-        );
-    }
+    let mut response = file_response(&path, &headers).await?;
+    response
+        .headers_mut()
+        .insert("x-seed-seq", HeaderValue::from(seq));
     Ok(response)
-}
-
-fn header_value(text: &str) -> HeaderValue {
-    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// `GET /v1/feed?cursor=C&limit=N`: every site's events in hub commit order, after `C`.

@@ -11,7 +11,7 @@ use clap::Subcommand;
 use shared::config::NodeConfig as _;
 use shared::identity::Role;
 use shared::operator::{
-    daemon_main, get_json, init_logging, print_http, serve_until_signal, Target,
+    daemon_main, get_json, init_logging, print_http, restore_backup, serve_until_signal, Target,
 };
 use tracing::info;
 
@@ -28,6 +28,16 @@ enum HubCommand {
         site: String,
         #[command(flatten)]
         target: Target,
+    },
+    /// Build a new hub node's store from a backup (into an empty data directory only; run on
+    /// each member to rebuild a group).
+    Restore {
+        /// A file written by `backup`.
+        #[arg(long)]
+        from_backup: PathBuf,
+        /// The new node's config (its data directory and storage are used).
+        #[arg(long)]
+        config: PathBuf,
     },
     /// Hand a promoted site back: the hub stops taking its writes; a group reseeded with
     /// `openclaw-edge reseed --from-hub` takes the site back when it connects.
@@ -71,6 +81,13 @@ async fn run(config_path: PathBuf) -> anyhow::Result<()> {
 
 async fn hub_command(command: HubCommand) -> anyhow::Result<()> {
     match command {
+        HubCommand::Restore {
+            from_backup,
+            config,
+        } => {
+            let config = HubConfig::load(&config)?;
+            restore_backup(&from_backup, &config.node.data_dir, &config.storage).await?;
+        }
         HubCommand::Promote { site, target } => {
             print_http(
                 &target.addr,

@@ -109,6 +109,7 @@ pub fn group_routes(node: Arc<GroupNode>) -> Router {
         .route("/v1/members/{id}/promote", post(promote_member))
         .route("/v1/admin/snapshot", post(snapshot))
         .route("/v1/admin/transfer-leader", post(transfer_leader))
+        .route("/v1/admin/backup", get(backup))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .with_state(node)
@@ -546,6 +547,66 @@ async fn transfer_leader(
     Ok(Json(
         json!({"result": format!("leadership transfer to {} requested", request.to)}),
     ))
+}
+
+/// `GET /v1/admin/backup`: a consistent, checksummed copy of this node's state machine.
+async fn backup(State(node): State<AppState>) -> Result<Response, ApiError> {
+    let store = node.store.clone();
+    let file = tokio::task::spawn_blocking(move || store.backup())
+        .await
+        .map_err(|e| ApiError::Unavailable(OpError::Unavailable(e.to_string())))??;
+    let response = file_response(&file.path, &HeaderMap::new()).await;
+    // The open handle keeps the data readable for the response; the name can go now.
+    file.remove();
+    response
+}
+
+/// Serves a file, resumable: honours `Range: bytes=N-` with 206 (416 past the end).
+pub async fn file_response(
+    path: &std::path::Path,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    use tokio::io::AsyncSeekExt as _;
+    let io = |e: std::io::Error| {
+        ApiError::Unavailable(OpError::Unavailable(format!("{}: {e}", path.display())))
+    };
+    let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+    let len = file.metadata().await.map_err(io)?.len();
+    let from = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    let content_range =
+        |text: String| HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static(""));
+    if from >= len && from > 0 {
+        let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+        response.headers_mut().insert(
+            header::CONTENT_RANGE,
+            content_range(format!("bytes */{len}")),
+        );
+        return Ok(response);
+    }
+    file.seek(std::io::SeekFrom::Start(from))
+        .await
+        .map_err(io)?;
+    let mut response = Body::from_stream(tokio_util::io::ReaderStream::new(file)).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len - from));
+    if from > 0 {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        response.headers_mut().insert(
+            header::CONTENT_RANGE,
+            content_range(format!("bytes {from}-{}/{len}", len - 1)),
+        );
+    }
+    Ok(response)
 }
 
 async fn readyz(State(node): State<AppState>) -> Result<Json<Value>, ApiError> {

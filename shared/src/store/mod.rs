@@ -23,7 +23,7 @@ pub use self::log::{LogReader, LogStore};
 pub use self::machine::StateMachine;
 pub use self::snapshot::{SnapshotData, SnapshotFile};
 pub use self::state::{
-    site_namespace, FeedEvent, KvItem, ShipStatus, SiteRecord, StateReader, StreamEvent,
+    site_namespace, AsOf, FeedEvent, KvItem, ShipStatus, SiteRecord, StateReader, StreamEvent,
 };
 pub use self::syncer::Syncer;
 
@@ -72,6 +72,8 @@ pub(crate) struct Keyspaces {
     pub feed: Keyspace,
     /// Hub: shipping state of each site, site id → encoded `SiteRecord`.
     pub sites: Keyspace,
+    /// Hub: each site's log in seq order, site ‖ 0x00 ‖ seq (u64 BE) → feed cursor (u64 BE).
+    pub site_log: Keyspace,
 }
 
 /// An open node store: the database and the group-commit thread.
@@ -117,6 +119,7 @@ impl Store {
             outbox: open("outbox")?,
             feed: open("feed")?,
             sites: open("sites")?,
+            site_log: open("site_log")?,
             db,
         };
         let syncer = Syncer::start(ks.db.clone());
@@ -169,6 +172,61 @@ impl Store {
             })?;
         }
         Ok(Some((path, record)))
+    }
+
+    /// Hub: `site`'s state rebuilt as of a seq or a time from the hub's log of it
+    /// (point-in-time restore), as a seed file; `None` if the site never shipped here. The
+    /// file is named by the last seq it holds (history does not change) and reused.
+    pub fn site_seed_as_of(
+        &self,
+        site: &str,
+        as_of: AsOf,
+    ) -> Result<Option<(PathBuf, u64)>, StoreError> {
+        let Some(bytes) = self.ks.sites.get(site.as_bytes())? else {
+            return Ok(None);
+        };
+        let record: SiteRecord = codec::decode("site record", &bytes)?;
+        let work = self
+            .snapshot_dir
+            .join(format!("outgoing-pitr-{:016x}", rand::random::<u64>()));
+        let scratch = Store::open(&work, &StorageSection::default())?;
+        let result = (|| {
+            let mut sm = state::replay_site(&self.ks, site, as_of, &scratch.ks)?;
+            sm.epoch = record.epoch;
+            let path = self
+                .snapshot_dir
+                .join(format!("pitr-{site}-s{}.snap", sm.last_seq));
+            if !path.exists() {
+                let tmp = work.join("seed.snap");
+                let view = scratch.ks.db.snapshot();
+                snapshot::write_site_seed(&scratch.ks, &view, &[], &sm, &tmp)?;
+                std::fs::rename(&tmp, &path).map_err(|source| StoreError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+            Ok(Some((path, sm.last_seq)))
+        })();
+        drop(scratch);
+        let _ = std::fs::remove_dir_all(&work);
+        result
+    }
+
+    /// A consistent copy of this node's whole state machine (a backup), written to a new
+    /// checksummed file under `snapshots/`.
+    pub fn backup(&self) -> Result<SnapshotFile, StoreError> {
+        let view = self.ks.db.snapshot();
+        let sm: state::SmMeta = match view.get(&self.ks.sm_meta, state::SM_META_KEY)? {
+            Some(bytes) => codec::decode("state machine meta", &bytes)?,
+            None => state::SmMeta::default(),
+        };
+        snapshot::write_view(&self.ks, &view, &sm, &self.snapshot_dir)
+    }
+
+    /// Makes this (empty) store the state of a backup, as the start of a new group: the
+    /// data and bookkeeping are kept, the old group's log position and membership are not.
+    pub fn restore_backup(&self, path: &Path) -> Result<(), StoreError> {
+        snapshot::install_as_new_group(&self.ks, path)
     }
 
     /// Edge: makes this (empty) store the state of a seed file from the hub.

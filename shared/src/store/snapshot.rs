@@ -34,6 +34,7 @@ const TAG_IDEM_EXP: u8 = 4;
 const TAG_OUTBOX: u8 = 5;
 const TAG_FEED: u8 = 6;
 const TAG_SITES: u8 = 7;
+const TAG_SITE_LOG: u8 = 8;
 const TAG_END: u8 = 0xff;
 /// Longest record key: a site namespace, then a stream name, separator and seq, or an
 /// idempotency index key.
@@ -164,7 +165,7 @@ pub(crate) fn meta_of(sm: &SmMeta) -> SnapshotMeta {
 
 /// The state machine keyspaces a snapshot holds, each with its record tag (`sm_meta` travels
 /// in the header).
-fn sections(ks: &Keyspaces) -> [(u8, &Keyspace); 7] {
+fn sections(ks: &Keyspaces) -> [(u8, &Keyspace); 8] {
     [
         (TAG_KV, &ks.kv),
         (TAG_STREAM, &ks.streams),
@@ -173,6 +174,7 @@ fn sections(ks: &Keyspaces) -> [(u8, &Keyspace); 7] {
         (TAG_OUTBOX, &ks.outbox),
         (TAG_FEED, &ks.feed),
         (TAG_SITES, &ks.sites),
+        (TAG_SITE_LOG, &ks.site_log),
     ]
 }
 
@@ -195,6 +197,27 @@ fn write(
         Ok(())
     })?;
     SnapshotFile::open(path)
+}
+
+/// A backup: `write` into `dir` under a name that says so.
+pub(crate) fn write_view(
+    ks: &Keyspaces,
+    view: &fjall::Snapshot,
+    sm: &SmMeta,
+    dir: &Path,
+) -> Result<SnapshotFile, StoreError> {
+    write(ks, view, sm, dir)
+}
+
+/// Installs a backup into an empty store as the start of a new group.
+pub(crate) fn install_as_new_group(ks: &Keyspaces, path: &Path) -> Result<(), StoreError> {
+    install_seed(ks, path)?;
+    let mut sm = super::state::load_meta(ks)?;
+    sm.applied = None;
+    sm.membership = Default::default();
+    ks.sm_meta.insert(SM_META_KEY, encode(&sm)?)?;
+    ks.db.persist(fjall::PersistMode::SyncData)?;
+    Ok(())
 }
 
 /// Writes a snapshot file: header for `sm`, the records `body` emits, end tag, checksum.

@@ -298,6 +298,7 @@ fn admit_site_event(
         kind,
     };
     batch.insert(&ks.feed, u64_key(meta.feed_last), encode(&entry)?);
+    batch.insert(&ks.site_log, site_log_key(ns, seq), u64_key(meta.feed_last));
     record.shipped_through = seq;
     record.head_seq = seq;
     record.last_event_ms = meta.hlc.physical_ms();
@@ -452,6 +453,64 @@ pub struct FeedEvent {
     pub kind: EventKind,
 }
 
+fn site_log_key(ns: &[u8], seq: u64) -> Vec<u8> {
+    [ns, &u64_key(seq)].concat()
+}
+
+/// How far a point-in-time replay goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AsOf {
+    /// Every event with seq ≤ this.
+    Seq(u64),
+    /// Every event whose HLC time is ≤ this (unix ms).
+    TimeMs(u64),
+}
+
+/// Hub: replays `site`'s log from `src` (its per-site index into the merged feed) into the
+/// empty keyspaces `dst`, up to `as_of`, exactly as the site's writers applied it. Returns
+/// the state machine bookkeeping of the result (last seq, HLC).
+pub(crate) fn replay_site(
+    src: &Keyspaces,
+    site: &str,
+    as_of: AsOf,
+    dst: &Keyspaces,
+) -> Result<SmMeta, StoreError> {
+    let ns = site_namespace(site);
+    let mut meta = SmMeta::default();
+    let mut batch = dst.db.batch();
+    for guard in src.site_log.prefix(&ns) {
+        let (key, cursor) = guard.into_inner()?;
+        let seq = read_u64("site log key", &key[ns.len()..])?;
+        let Some(record) = src.feed.get(cursor)? else {
+            return Err(StoreError::Corrupt {
+                what: "site log".into(),
+                message: format!("{site} seq {seq} points at a missing feed entry"),
+            });
+        };
+        let event: FeedEvent = decode("feed entry", &record)?;
+        let past = match as_of {
+            AsOf::Seq(last) => seq > last,
+            AsOf::TimeMs(ms) => Hlc(event.hlc).physical_ms() > ms,
+        };
+        if past {
+            break;
+        }
+        apply_event(dst, &mut batch, &[], seq, event.hlc, &event.kind);
+        meta.last_seq = seq;
+        meta.hlc = meta.hlc.max(Hlc(event.hlc));
+        if batch.len() >= REPLAY_BATCH_EVENTS {
+            std::mem::replace(&mut batch, dst.db.batch()).commit()?;
+        }
+    }
+    batch.commit()?;
+    meta.shipped_through = meta.last_seq;
+    meta.compacted_through = meta.last_seq;
+    Ok(meta)
+}
+
+/// Events per write batch of a replay.
+const REPLAY_BATCH_EVENTS: usize = 1024;
+
 /// Namespace of a site's keys at the hub: site ids never contain 0x00.
 pub fn site_namespace(site: &str) -> Vec<u8> {
     let mut ns = Vec::with_capacity(site.len() + 1);
@@ -511,6 +570,11 @@ fn ingest(
                     kind: event.kind.clone(),
                 };
                 batch.insert(&ks.feed, u64_key(meta.feed_last), encode(&entry)?);
+                batch.insert(
+                    &ks.site_log,
+                    site_log_key(&ns, event.seq),
+                    u64_key(meta.feed_last),
+                );
                 site.last_event_ms = Hlc(event.hlc).physical_ms();
             }
             site.shipped_through = through;
