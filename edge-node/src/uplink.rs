@@ -206,6 +206,12 @@ async fn ship_session(
     recorder: &mut Recorder,
 ) -> Result<(), String> {
     let site = edge.group.site().as_str().to_owned();
+    // A new leader may not have applied everything it committed yet: the head it announces
+    // must include every event the hub could already hold.
+    edge.group
+        .linearize()
+        .await
+        .map_err(|e| format!("not ready to ship: {e}"))?;
     let status = edge.group.reader.ship_status();
     let epoch = status.epoch;
     let peer = hub.identity(&config.hub_group);

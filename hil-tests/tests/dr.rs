@@ -598,7 +598,13 @@ async fn point_in_time_restore_and_backup_reproduce_the_state() {
         .arg(site.nodes[0].config_path())
         .output()
         .expect("run");
-    assert!(!out.status.success(), "restore over a running node's directory was refused");
+    assert!(
+        !out.status.success(),
+        "restore over a running node's directory was refused"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("never over a live one") || err.contains("opening"), "{err}");
+    assert!(
+        err.contains("never over a live one") || err.contains("opening"),
+        "{err}"
+    );
 }

@@ -193,6 +193,10 @@ impl Store {
         let result = (|| {
             let mut sm = state::replay_site(&self.ks, site, as_of, &scratch.ks)?;
             sm.epoch = record.epoch;
+            // A copy of the past is for reading (or re-applying elsewhere), never the site's
+            // writer: it starts fenced, so its writes are refused instead of colliding with
+            // the seqs the site has written since.
+            sm.fenced = Some(record.epoch + 1);
             let path = self
                 .snapshot_dir
                 .join(format!("pitr-{site}-s{}.snap", sm.last_seq));

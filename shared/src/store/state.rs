@@ -545,6 +545,21 @@ fn ingest(
         site.next_epoch();
         site.owner = SiteOwner::Edge;
     }
+    if shipped.events.is_empty()
+        && shipped.epoch == site.epoch
+        && shipped.head_seq < site.shipped_through
+    {
+        // An opening from a group whose log is behind what this epoch already shipped: not
+        // the group that wrote it (e.g. restored from an old backup). Its new seqs would
+        // collide with events the hub holds; refuse loudly instead of acking them as dups.
+        site.last_contact_ms = now_ms;
+        batch.insert(&ks.sites, shipped.site.as_bytes(), encode(&site)?);
+        return Ok(ShipReply::Rejected(format!(
+            "this group's log ends at seq {} but the hub holds seq {} of epoch {}: it is not \
+             the site's writer (reseed it from the hub instead)",
+            shipped.head_seq, site.shipped_through, site.epoch
+        )));
+    }
     let state = SiteShipState {
         epoch: site.epoch,
         shipped_through: site.shipped_through,
@@ -1328,6 +1343,19 @@ mod tests {
         let site_a = hub.site("a").expect("site").expect("known");
         assert_eq!((site_a.shipped_through, site_a.head_seq), (6, 13));
         assert_eq!(hub.sites().expect("sites").len(), 2);
+        // A group whose log is behind what this epoch shipped is refused, not acked.
+        let behind = crate::ship::codec::encode(&crate::ship::codec::ShipBatch {
+            site: "a".into(),
+            epoch: 0,
+            first_seq: 1,
+            head_seq: 3,
+            events: Vec::new(),
+        })
+        .expect("encode");
+        assert!(matches!(
+            f.apply(55, None, Op::Ingest { batch: behind }),
+            CommandResponse::Ship(ShipReply::Rejected(_))
+        ));
         // Fencing: once the hub's epoch for a site is newer, older batches are refused.
         let mut record = site_a;
         record.epoch = 3;
