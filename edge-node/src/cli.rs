@@ -11,8 +11,9 @@ use shared::config::NodeConfig as _;
 use shared::identity::Role;
 use shared::operator::{
     daemon_main, download, init_logging, open_empty_store, restore_backup, serve_until_signal,
-    Target,
+    PointInTime, Target,
 };
+use shared::store::AsOf;
 use tracing::info;
 
 use crate::config::EdgeConfig;
@@ -30,21 +31,22 @@ enum EdgeCommand {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Build a new node's store from a backup, or from the hub's copy of the site as of a
-    /// seq or a time (point-in-time restore). Into an empty data directory only.
+    /// Build a new node's store from a backup rolled forward through its committed log (or a
+    /// later backup's) to the end or to a point in time the log still covers; or from the
+    /// hub's copy of the site as of a seq or a time (point-in-time restore, any point). Into
+    /// an empty data directory only; a point in time starts fenced (read-only).
     Restore {
         /// A file written by `backup`.
         #[arg(long, conflicts_with = "from_hub")]
         from_backup: Option<PathBuf>,
+        /// A later backup of the same group whose log carries the state further.
+        #[arg(long, requires = "from_backup")]
+        log_from: Option<PathBuf>,
         /// Client API URL of a hub node that holds the site (with --as-of-seq or --as-of-ms).
         #[arg(long)]
         from_hub: Option<String>,
-        /// Every event of the site with seq <= this.
-        #[arg(long, requires = "from_hub", conflicts_with = "as_of_ms")]
-        as_of_seq: Option<u64>,
-        /// Every event of the site stamped at or before this unix time in ms.
-        #[arg(long, requires = "from_hub")]
-        as_of_ms: Option<u64>,
+        #[command(flatten)]
+        point: PointInTime,
         /// The new node's config (its site, data directory and storage are used).
         #[arg(long)]
         config: PathBuf,
@@ -99,23 +101,31 @@ async fn edge_command(command: EdgeCommand) -> anyhow::Result<()> {
         EdgeCommand::Reseed { from_hub, config } => reseed(&from_hub, &config, "").await?,
         EdgeCommand::Restore {
             from_backup,
+            log_from,
             from_hub,
-            as_of_seq,
-            as_of_ms,
+            point,
             config,
-        } => match (from_backup, from_hub, as_of_seq, as_of_ms) {
-            (Some(file), None, None, None) => {
+        } => match (from_backup, from_hub, point.as_of()) {
+            (Some(file), None, _) => {
                 let config = EdgeConfig::load(&config)?;
-                restore_backup(&file, &config.node.data_dir, &config.storage).await?;
+                restore_backup(
+                    &file,
+                    log_from.as_deref(),
+                    &point,
+                    &config.node.data_dir,
+                    &config.storage,
+                )
+                .await?;
             }
-            (None, Some(hub), Some(seq), None) => {
+            (None, Some(hub), Some(AsOf::Seq(seq))) => {
                 reseed(&hub, &config, &format!("?as_of_seq={seq}")).await?
             }
-            (None, Some(hub), None, Some(ms)) => {
+            (None, Some(hub), Some(AsOf::TimeMs(ms))) => {
                 reseed(&hub, &config, &format!("?as_of_ms={ms}")).await?
             }
             _ => bail!(
-                "give --from-backup FILE, or --from-hub URL with --as-of-seq N or --as-of-ms T"
+                "give --from-backup FILE [--log-from FILE] [--as-of-seq N | --as-of-ms T], or \
+                 --from-hub URL with --as-of-seq N or --as-of-ms T"
             ),
         },
     }

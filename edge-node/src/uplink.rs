@@ -110,10 +110,18 @@ pub fn snapshot(edge: &Edge) -> UplinkSnapshot {
 
 /// The `uplink` object of `/v1/status` (DESIGN.md §4.1).
 pub fn status_json(edge: &Edge) -> Value {
-    let Some(config) = &edge.config.uplink else {
-        return json!({"configured": false});
-    };
     let s = snapshot(edge);
+    let Some(config) = &edge.config.uplink else {
+        // No hub to ship to, but whether this group may write is still its own state
+        // (a restored point in time starts fenced).
+        return json!({
+            "configured": false,
+            "epoch": s.epoch,
+            "fenced": s.fenced.is_some(),
+            "fenced_by_epoch": s.fenced,
+            "awaiting_handback": s.awaiting_handback,
+        });
+    };
     let last_error = edge.uplink.last_error.lock().ok().and_then(|e| e.clone());
     json!({
         "configured": true,

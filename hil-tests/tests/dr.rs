@@ -6,7 +6,7 @@
 //! exactly once, in seq order.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -459,7 +459,13 @@ async fn point_in_time_restore_and_backup_reproduce_the_state() {
     let http = &site.http;
     let base = format!("{}/v1", site.url(1));
     let mut ops: Vec<(u64, Op)> = Vec::new();
+    let mut early = None;
     for i in 0..60u64 {
+        if i == 30 {
+            let (path, at) = backup(dir.path(), site, "early");
+            assert_eq!(Some(at), ops.last().map(|(s, _)| *s), "early backup's seq");
+            early = Some((path, at));
+        }
         let key = format!("k{}", i % 7);
         let (op, answer) = match i % 5 {
             0 | 1 => {
@@ -566,23 +572,13 @@ async fn point_in_time_restore_and_backup_reproduce_the_state() {
     );
 
     // A backup of the live node restores its exact state into a new directory.
-    let backup = dir.path().join("site-1.backup");
-    cli(
-        "openclaw-edge",
-        "OPENCLAW_EDGE_BIN",
-        &[
-            "backup",
-            "--addr",
-            &site.url(1),
-            "--out",
-            backup.to_str().expect("path"),
-        ],
-    );
+    let (late, late_at) = backup(dir.path(), site, "late");
+    assert_eq!(late_at, last);
     let restored = start_prepared(
         dir.path(),
         "from-backup",
         95,
-        &["restore", "--from-backup", backup.to_str().expect("path")],
+        &["restore", "--from-backup", late.to_str().expect("path")],
     )
     .await;
     assert_eq!(node_state(&restored, 1).await, node_state(site, 1).await);
@@ -592,7 +588,7 @@ async fn point_in_time_restore_and_backup_reproduce_the_state() {
         .args([
             "restore",
             "--from-backup",
-            backup.to_str().expect("path"),
+            late.to_str().expect("path"),
             "--config",
         ])
         .arg(site.nodes[0].config_path())
@@ -607,4 +603,154 @@ async fn point_in_time_restore_and_backup_reproduce_the_state() {
         err.contains("never over a live one") || err.contains("opening"),
         "{err}"
     );
+
+    // At the edge, while the log is retained: the early backup rolled forward through the
+    // late backup's log reproduces any point after it, and starts fenced (read-only).
+    let (early_path, early_at) = early.expect("early backup");
+    let (early_str, late_str) = (
+        early_path.to_str().expect("path"),
+        late.to_str().expect("path"),
+    );
+    for (block, n) in [(100, early_at), (101, (early_at + last) / 2), (102, last)] {
+        let restored = start_prepared(
+            dir.path(),
+            &format!("edge-pitr-{n}"),
+            block,
+            &[
+                "restore",
+                "--from-backup",
+                early_str,
+                "--log-from",
+                late_str,
+                "--as-of-seq",
+                &n.to_string(),
+            ],
+        )
+        .await;
+        assert_eq!(
+            node_state(&restored, 1).await,
+            replay(&ops, n),
+            "edge as of seq {n}"
+        );
+        let status = restored.status(1).await.expect("status");
+        assert_eq!(status["applied_seq"], n);
+        assert_eq!(status["uplink"]["fenced"], true, "{status}");
+        let put = request(
+            &restored.http,
+            Method::PUT,
+            &format!("{}/v1/kv/after", restored.url(1)),
+            &[],
+            Some("x".into()),
+        )
+        .await
+        .expect("put");
+        assert_eq!(
+            put.status,
+            503,
+            "a point in time is read-only: {}",
+            put.text()
+        );
+    }
+    // As of a time, at the edge: everything stamped up to a later event's HLC time.
+    let at = &feed["events"][45];
+    let at_seq = at["seq"].as_u64().expect("seq");
+    assert!(at_seq > early_at, "event {at} is after the early backup");
+    let ms: u64 = at["hlc"]
+        .as_str()
+        .and_then(|h| h.split('.').next())
+        .and_then(|m| m.parse().ok())
+        .expect("hlc ms");
+    let restored = start_prepared(
+        dir.path(),
+        "edge-pitr-time",
+        103,
+        &[
+            "restore",
+            "--from-backup",
+            early_str,
+            "--log-from",
+            late_str,
+            "--as-of-ms",
+            &ms.to_string(),
+        ],
+    )
+    .await;
+    let upto = restored.status(1).await.expect("status")["applied_seq"]
+        .as_u64()
+        .expect("seq");
+    assert!(upto >= at_seq && upto <= last, "as of {ms} ms: seq {upto}");
+    assert_eq!(
+        node_state(&restored, 1).await,
+        replay(&ops, upto),
+        "edge as of {ms} ms"
+    );
+
+    // Points the files at hand do not cover are refused, name the range, and leave no store.
+    let past_end = (last + 1).to_string();
+    let (other, _) = backup(dir.path(), &restored, "other-group");
+    let other_str = other.to_str().expect("path");
+    let refused = [
+        (
+            vec!["--from-backup", early_str, "--log-from", other_str],
+            "ends before the backup's state",
+        ),
+        (
+            vec!["--from-backup", late_str, "--as-of-seq", "5"],
+            "older backup",
+        ),
+        (
+            vec!["--from-backup", early_str, "--as-of-seq", &past_end],
+            "the log ends at seq",
+        ),
+    ];
+    for (i, (args, expect)) in refused.iter().enumerate() {
+        let options = GroupOptions {
+            site: site_name(1),
+            ip_base: 16 * (110 + i as u32),
+            ca_dir: Some(dir.path().join("ca")),
+            ..GroupOptions::fast()
+        };
+        let g = LabGroup::create(&dir.path().join(format!("refused-{i}")), 1, options)
+            .await
+            .expect("group");
+        let out = Command::new(binary("openclaw-edge", "OPENCLAW_EDGE_BIN").expect("bin"))
+            .arg("restore")
+            .args(args)
+            .arg("--config")
+            .arg(g.nodes[0].config_path())
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(expect), "{args:?}: {err}");
+        let data = g.nodes[0].dir.join("data");
+        assert!(
+            !data.exists() || std::fs::read_dir(&data).expect("dir").next().is_none(),
+            "a failed restore left files in {}",
+            data.display()
+        );
+    }
+}
+
+/// Takes a backup of node 1 of `g` into `dir/NAME.backup`; returns it and its state's seq.
+fn backup(dir: &Path, g: &LabGroup, name: &str) -> (PathBuf, u64) {
+    let path = dir.join(format!("{name}.backup"));
+    let out = cli(
+        "openclaw-edge",
+        "OPENCLAW_EDGE_BIN",
+        &[
+            "backup",
+            "--addr",
+            &g.url(1),
+            "--out",
+            path.to_str().expect("path"),
+        ],
+    );
+    let seq = out
+        .split("state at seq ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("backup output: {out}"));
+    (path, seq)
 }

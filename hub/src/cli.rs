@@ -11,7 +11,8 @@ use clap::Subcommand;
 use shared::config::NodeConfig as _;
 use shared::identity::Role;
 use shared::operator::{
-    daemon_main, get_json, init_logging, print_http, restore_backup, serve_until_signal, Target,
+    daemon_main, get_json, init_logging, print_http, restore_backup, serve_until_signal,
+    PointInTime, Target,
 };
 use tracing::info;
 
@@ -29,12 +30,18 @@ enum HubCommand {
         #[command(flatten)]
         target: Target,
     },
-    /// Build a new hub node's store from a backup (into an empty data directory only; run on
-    /// each member to rebuild a group).
+    /// Build a new hub node's store from a backup, rolled forward through its committed log
+    /// (or a later backup's) to the end or to a point in time (into an empty data directory
+    /// only; run on each member to rebuild a group).
     Restore {
         /// A file written by `backup`.
         #[arg(long)]
         from_backup: PathBuf,
+        /// A later backup of the same group whose log carries the state further.
+        #[arg(long)]
+        log_from: Option<PathBuf>,
+        #[command(flatten)]
+        point: PointInTime,
         /// The new node's config (its data directory and storage are used).
         #[arg(long)]
         config: PathBuf,
@@ -83,10 +90,19 @@ async fn hub_command(command: HubCommand) -> anyhow::Result<()> {
     match command {
         HubCommand::Restore {
             from_backup,
+            log_from,
+            point,
             config,
         } => {
             let config = HubConfig::load(&config)?;
-            restore_backup(&from_backup, &config.node.data_dir, &config.storage).await?;
+            restore_backup(
+                &from_backup,
+                log_from.as_deref(),
+                &point,
+                &config.node.data_dir,
+                &config.storage,
+            )
+            .await?;
         }
         HubCommand::Promote { site, target } => {
             print_http(

@@ -69,8 +69,9 @@ pub enum OperatorCommand {
         #[arg(long)]
         to: u64,
     },
-    /// Write a consistent, checksummed copy of a node's state to FILE (resumable);
-    /// `restore --from-backup FILE` starts a new node or group from it.
+    /// Write a consistent, checksummed copy of a node's state and the committed log it still
+    /// holds to FILE (resumable); `restore --from-backup FILE` starts a new node or group
+    /// from it, to its end or to a point in time the log covers.
     Backup {
         #[command(flatten)]
         target: Target,
@@ -174,9 +175,17 @@ pub async fn dispatch(command: OperatorCommand, role: Role) -> Result<(), Operat
         }
         OperatorCommand::Backup { target, out } => {
             let bytes = download(&target.addr, "/v1/admin/backup", &out).await?;
-            crate::store::SnapshotFile::open(out.clone())
+            let info = crate::store::Store::describe_backup(&out)
                 .map_err(|e| OperatorError::Malformed(format!("backup {}: {e}", out.display())))?;
-            println!("backup of {} bytes written to {}", bytes, out.display());
+            let log = match info.log {
+                Some((first, last)) => format!("log entries {first}..={last}"),
+                None => "no log entries".to_owned(),
+            };
+            println!(
+                "backup of {bytes} bytes written to {} (verified): state at seq {}, {log}",
+                out.display(),
+                info.last_seq
+            );
             Ok(())
         }
         OperatorCommand::Certs { action } => match action {
@@ -477,29 +486,88 @@ pub fn open_empty_store(
     Ok(store)
 }
 
-/// `restore --from-backup FILE`: a new node (or, run on each member, a new group) starts from
-/// a backup. The file's checksum is verified before anything is written.
+/// How far a restore rolls a backup forward (default: to the end of its log).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct PointInTime {
+    /// Stop at the state as of this seq (every event with seq <= it).
+    #[arg(long, conflicts_with = "as_of_ms")]
+    pub as_of_seq: Option<u64>,
+    /// Stop at the state as of this unix time in ms (every event stamped at or before it).
+    #[arg(long)]
+    pub as_of_ms: Option<u64>,
+}
+
+impl PointInTime {
+    pub fn as_of(&self) -> Option<crate::store::AsOf> {
+        match (self.as_of_seq, self.as_of_ms) {
+            (Some(seq), _) => Some(crate::store::AsOf::Seq(seq)),
+            (None, Some(ms)) => Some(crate::store::AsOf::TimeMs(ms)),
+            (None, None) => None,
+        }
+    }
+}
+
+/// `restore --from-backup FILE [--log-from LATER] [--as-of-…]`: a new node (or, run on each
+/// member, a new group) starts from a backup rolled forward through a committed log. The
+/// files are verified before anything is written; a restore that fails leaves no store.
 pub async fn restore_backup(
     file: &std::path::Path,
+    log_from: Option<&std::path::Path>,
+    point: &PointInTime,
     dir: &std::path::Path,
     storage: &crate::config::StorageSection,
 ) -> Result<(), OperatorError> {
+    let fresh = !dir.exists();
     let store = open_empty_store(dir, storage)?;
-    store
-        .restore_backup(file)
-        .map_err(|e| OperatorError::Malformed(format!("restoring {}: {e}", file.display())))?;
+    let restored = match store.restore_backup(file, log_from, point.as_of()) {
+        Ok(restored) => restored,
+        Err(e) => {
+            drop(store);
+            discard_partial_store(dir, fresh);
+            return Err(OperatorError::Malformed(format!(
+                "restoring {}: {e}",
+                file.display()
+            )));
+        }
+    };
     store
         .flush()
         .await
         .map_err(|e| OperatorError::Malformed(e.to_string()))?;
-    let status = store.seed_status();
     println!(
-        "restored {} into {}: seq {}; start the node (bootstrap a new group) to serve it",
+        "restored {} into {}: backup at seq {}, {} log entries applied, now at seq {}{}",
         file.display(),
         dir.display(),
-        status.last_seq
+        restored.base_seq,
+        restored.entries_applied,
+        restored.last_seq,
+        if restored.fenced {
+            " (a point in time: it starts fenced, read-only)"
+        } else {
+            ""
+        }
     );
+    println!("start the node (bootstrap a new group) to serve it");
     Ok(())
+}
+
+/// Removes what a failed restore wrote into `dir`, which held no store before it (`fresh`:
+/// did not exist at all).
+fn discard_partial_store(dir: &std::path::Path, fresh: bool) {
+    if fresh {
+        let _ = std::fs::remove_dir_all(dir);
+        return;
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let _ = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+        }
+    }
 }
 
 /// Logs through `tracing` to stderr: colours only on a terminal; under systemd or a lab, one

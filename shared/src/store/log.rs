@@ -16,7 +16,7 @@ use super::{Keyspaces, Store, StoreError};
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 const VOTE_KEY: &[u8] = b"vote";
-const COMMITTED_KEY: &[u8] = b"committed";
+pub(crate) const COMMITTED_KEY: &[u8] = b"committed";
 const PURGED_KEY: &[u8] = b"purged";
 
 /// Reads the log; cheap to clone, one per replication task.

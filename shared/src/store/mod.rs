@@ -10,6 +10,7 @@
 mod codec;
 mod log;
 mod machine;
+mod restore;
 mod snapshot;
 mod state;
 mod syncer;
@@ -21,6 +22,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable};
 
 pub use self::log::{LogReader, LogStore};
 pub use self::machine::StateMachine;
+pub use self::restore::Restored;
 pub use self::snapshot::{SnapshotData, SnapshotFile};
 pub use self::state::{
     site_namespace, AsOf, FeedEvent, KvItem, ShipStatus, SiteRecord, StateReader, StreamEvent,
@@ -40,6 +42,20 @@ pub enum StoreError {
     },
     #[error("corrupt {what}: {message}")]
     Corrupt { what: String, message: String },
+    /// A restore asked for a point the backup and log at hand do not cover.
+    #[error("{0}")]
+    OutOfRange(String),
+}
+
+/// What a backup file holds (checked end to end).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupInfo {
+    /// Seq of its state.
+    pub last_seq: u64,
+    /// Log index its state was applied through.
+    pub applied_index: Option<u64>,
+    /// First and last index of the committed log entries it carries.
+    pub log: Option<(u64, u64)>,
 }
 
 impl From<StoreError> for std::io::Error {
@@ -216,21 +232,38 @@ impl Store {
         result
     }
 
-    /// A consistent copy of this node's whole state machine (a backup), written to a new
-    /// checksummed file under `snapshots/`.
+    /// A consistent copy of this node's whole state machine plus the committed log it still
+    /// holds (a backup), written to a new checksummed file under `snapshots/`.
     pub fn backup(&self) -> Result<SnapshotFile, StoreError> {
         let view = self.ks.db.snapshot();
         let sm: state::SmMeta = match view.get(&self.ks.sm_meta, state::SM_META_KEY)? {
             Some(bytes) => codec::decode("state machine meta", &bytes)?,
             None => state::SmMeta::default(),
         };
-        snapshot::write_view(&self.ks, &view, &sm, &self.snapshot_dir)
+        snapshot::write_backup(&self.ks, &view, &sm, &self.snapshot_dir)
     }
 
-    /// Makes this (empty) store the state of a backup, as the start of a new group: the
-    /// data and bookkeeping are kept, the old group's log position and membership are not.
-    pub fn restore_backup(&self, path: &Path) -> Result<(), StoreError> {
-        snapshot::install_as_new_group(&self.ks, path)
+    /// Verifies a backup file end to end and says what it holds.
+    pub fn describe_backup(path: &Path) -> Result<BackupInfo, StoreError> {
+        let contents = snapshot::describe(path)?;
+        Ok(BackupInfo {
+            last_seq: contents.sm.last_seq,
+            applied_index: contents.sm.applied.map(|a| a.index),
+            log: contents.log,
+        })
+    }
+
+    /// Makes this (empty) store the state of backup `base` rolled forward through the log
+    /// of `log` (default: the backup's own), to its end or to `as_of`, as the start of a new
+    /// group: the data and bookkeeping are kept, the old group's log position and membership
+    /// are not. A point in time starts fenced (a copy of the past is never the writer).
+    pub fn restore_backup(
+        &self,
+        base: &Path,
+        log: Option<&Path>,
+        as_of: Option<AsOf>,
+    ) -> Result<Restored, StoreError> {
+        restore::restore(&self.ks, base, log, as_of)
     }
 
     /// Edge: makes this (empty) store the state of a seed file from the hub.

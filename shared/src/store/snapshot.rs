@@ -7,13 +7,15 @@
 //!
 //! Format: magic ‖ u32 header length ‖ header (codec) ‖ records ‖ END ‖ crc32 of all before.
 //! A record is tag ‖ u32 key length ‖ key ‖ u32 value length ‖ value, each length bounded
-//! before allocation. A received file is checked end to end (crc) before anything is
+//! before allocation. A backup is the same file plus the committed Raft log the node still
+//! holds (`TAG_LOG` records, index order), so it can be rolled forward (`restore`). A received file is checked end to end (crc) before anything is
 //! cleared. Install is crash-safe: the file becomes `current.snap` and `install_pending` is
 //! made durable before the keyspaces are cleared, and `StateMachine::open` redoes an
 //! interrupted install.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use fjall::{Keyspace, Readable};
@@ -22,8 +24,10 @@ use serde::{Deserialize, Serialize};
 use super::codec::{decode, encode};
 use super::state::{SmMeta, SM_META_KEY};
 use super::{Keyspaces, StoreError};
-use crate::limits::{MAX_KEY_BYTES, MAX_SITE_ID_BYTES, MAX_STREAM_NAME_BYTES, MAX_VALUE_BYTES};
-use crate::types::SnapshotMeta;
+use crate::limits::{
+    MAX_FRAME_BYTES, MAX_KEY_BYTES, MAX_SITE_ID_BYTES, MAX_STREAM_NAME_BYTES, MAX_VALUE_BYTES,
+};
+use crate::types::{Entry, LogId, SnapshotMeta};
 
 const MAGIC: &[u8; 8] = b"OCSNAP01";
 const CURRENT: &str = "current.snap";
@@ -35,6 +39,8 @@ const TAG_OUTBOX: u8 = 5;
 const TAG_FEED: u8 = 6;
 const TAG_SITES: u8 = 7;
 const TAG_SITE_LOG: u8 = 8;
+/// Backups only: a committed Raft log entry, u64 BE index → encoded entry.
+const TAG_LOG: u8 = 9;
 const TAG_END: u8 = 0xff;
 /// Longest record key: a site namespace, then a stream name, separator and seq, or an
 /// idempotency index key.
@@ -43,6 +49,8 @@ const MAX_RECORD_KEY_BYTES: usize =
 /// Longest record value: a value with its 8-byte revision or HLC prefix, or an encoded
 /// outbox/feed event (value plus key, stream and site names).
 const MAX_RECORD_VALUE_BYTES: usize = MAX_VALUE_BYTES + MAX_KEY_BYTES + 4096;
+/// Longest log record: one entry, and every entry once fit in one frame.
+const MAX_LOG_RECORD_BYTES: usize = MAX_FRAME_BYTES;
 const MAX_HEADER_BYTES: usize = 1024 * 1024;
 /// Records per write batch while installing.
 const INSTALL_BATCH_RECORDS: usize = 1024;
@@ -187,11 +195,32 @@ fn write(
     dir: &Path,
 ) -> Result<SnapshotFile, StoreError> {
     let path = dir.join(format!("outgoing-{:016x}.snap", rand::random::<u64>()));
+    write_file(&path, sm, |out| write_sections(ks, view, out))?;
+    SnapshotFile::open(path)
+}
+
+/// A backup: the state machine in `view` (whose state is `sm`) and then every committed
+/// log entry the view still holds, written to a new file in `dir`.
+pub(crate) fn write_backup(
+    ks: &Keyspaces,
+    view: &fjall::Snapshot,
+    sm: &SmMeta,
+    dir: &Path,
+) -> Result<SnapshotFile, StoreError> {
+    let committed: Option<LogId> = match view.get(&ks.raft_meta, super::log::COMMITTED_KEY)? {
+        Some(bytes) => decode::<Option<LogId>>("committed", &bytes)?,
+        None => None,
+    };
+    let path = dir.join(format!(
+        "outgoing-backup-{:016x}.snap",
+        rand::random::<u64>()
+    ));
     write_file(&path, sm, |out| {
-        for (tag, keyspace) in sections(ks) {
-            for guard in view.iter(keyspace) {
+        write_sections(ks, view, out)?;
+        if let Some(committed) = committed {
+            for guard in view.range(&ks.log, ..=super::codec::u64_key(committed.index)) {
                 let (key, value) = guard.into_inner()?;
-                out(tag, &key, &value)?;
+                out(TAG_LOG, &key, &value)?;
             }
         }
         Ok(())
@@ -199,24 +228,21 @@ fn write(
     SnapshotFile::open(path)
 }
 
-/// A backup: `write` into `dir` under a name that says so.
-pub(crate) fn write_view(
+/// Where a file's records go as they are written: tag, key, value.
+type RecordSink<'a> = dyn FnMut(u8, &[u8], &[u8]) -> Result<(), StoreError> + 'a;
+
+/// Emits every state machine record of `view`.
+fn write_sections(
     ks: &Keyspaces,
     view: &fjall::Snapshot,
-    sm: &SmMeta,
-    dir: &Path,
-) -> Result<SnapshotFile, StoreError> {
-    write(ks, view, sm, dir)
-}
-
-/// Installs a backup into an empty store as the start of a new group.
-pub(crate) fn install_as_new_group(ks: &Keyspaces, path: &Path) -> Result<(), StoreError> {
-    install_seed(ks, path)?;
-    let mut sm = super::state::load_meta(ks)?;
-    sm.applied = None;
-    sm.membership = Default::default();
-    ks.sm_meta.insert(SM_META_KEY, encode(&sm)?)?;
-    ks.db.persist(fjall::PersistMode::SyncData)?;
+    out: &mut RecordSink<'_>,
+) -> Result<(), StoreError> {
+    for (tag, keyspace) in sections(ks) {
+        for guard in view.iter(keyspace) {
+            let (key, value) = guard.into_inner()?;
+            out(tag, &key, &value)?;
+        }
+    }
     Ok(())
 }
 
@@ -224,9 +250,7 @@ pub(crate) fn install_as_new_group(ks: &Keyspaces, path: &Path) -> Result<(), St
 fn write_file(
     path: &Path,
     sm: &SmMeta,
-    body: impl FnOnce(
-        &mut dyn FnMut(u8, &[u8], &[u8]) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError>,
+    body: impl FnOnce(&mut RecordSink<'_>) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     let io = |source| StoreError::Io {
         path: path.to_owned(),
@@ -415,30 +439,120 @@ fn replace_state(ks: &Keyspaces, path: &Path) -> Result<SmMeta, StoreError> {
         keyspace.clear()?;
     }
     let mut batch = ks.db.batch();
-    loop {
-        let mut tag = [0u8; 1];
-        reader.read_exact(&mut tag).map_err(io)?;
-        if tag[0] == TAG_END {
-            break;
+    read_records(path, &mut reader, |tag, key, value| {
+        if tag == TAG_LOG {
+            return Ok(ControlFlow::Continue(())); // replayed by `restore`, not state
         }
-        let Some((_, keyspace)) = sections(ks).into_iter().find(|(t, _)| *t == tag[0]) else {
-            return Err(corrupt(path, format!("unknown record tag {}", tag[0])));
+        let Some((_, keyspace)) = sections(ks).into_iter().find(|(t, _)| *t == tag) else {
+            return Err(corrupt(path, format!("unknown record tag {tag}")));
         };
-        let key_len = read_len(path, &mut reader, MAX_RECORD_KEY_BYTES)?;
-        let mut key = vec![0u8; key_len];
-        reader.read_exact(&mut key).map_err(io)?;
-        let value_len = read_len(path, &mut reader, MAX_RECORD_VALUE_BYTES)?;
-        let mut value = vec![0u8; value_len];
-        reader.read_exact(&mut value).map_err(io)?;
         batch.insert(keyspace, key, value);
         if batch.len() >= INSTALL_BATCH_RECORDS {
             std::mem::replace(&mut batch, ks.db.batch()).commit()?;
         }
-    }
+        Ok(ControlFlow::Continue(()))
+    })?;
     let mut installed = header.sm;
     installed.install_pending = false;
     batch.insert(&ks.sm_meta, SM_META_KEY, encode(&installed)?);
     batch.commit()?;
     ks.db.persist(fjall::PersistMode::SyncData)?;
     Ok(installed)
+}
+
+/// Reads the records after the header up to the end tag, each length bounded before
+/// allocation, until `visit` breaks.
+fn read_records(
+    path: &Path,
+    reader: &mut impl Read,
+    mut visit: impl FnMut(u8, Vec<u8>, Vec<u8>) -> Result<ControlFlow<()>, StoreError>,
+) -> Result<(), StoreError> {
+    let io = |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    loop {
+        let mut tag = [0u8; 1];
+        reader.read_exact(&mut tag).map_err(io)?;
+        let tag = tag[0];
+        if tag == TAG_END {
+            return Ok(());
+        }
+        let key_len = read_len(path, reader, MAX_RECORD_KEY_BYTES)?;
+        let mut key = vec![0u8; key_len];
+        reader.read_exact(&mut key).map_err(io)?;
+        let max_value = if tag == TAG_LOG {
+            MAX_LOG_RECORD_BYTES
+        } else {
+            MAX_RECORD_VALUE_BYTES
+        };
+        let value_len = read_len(path, reader, max_value)?;
+        let mut value = vec![0u8; value_len];
+        reader.read_exact(&mut value).map_err(io)?;
+        if visit(tag, key, value)?.is_break() {
+            return Ok(());
+        }
+    }
+}
+
+/// What a backup holds: its state's bookkeeping and the log indexes it carries.
+pub(crate) struct BackupContents {
+    pub sm: SmMeta,
+    /// First and last index of the log entries (none: no log).
+    pub log: Option<(u64, u64)>,
+}
+
+/// Verifies a backup end to end and says what it holds.
+pub(crate) fn describe(path: &Path) -> Result<BackupContents, StoreError> {
+    let mut log: Option<(u64, u64)> = None;
+    let sm = for_each_log_entry(path, |index, _| {
+        log = Some((log.map_or(index, |(first, _)| first), index));
+        Ok(ControlFlow::Continue(()))
+    })?;
+    Ok(BackupContents { sm, log })
+}
+
+/// Verifies the file, then hands `visit` each log entry it carries, in index order (checked)
+/// until it breaks; returns the file's state bookkeeping.
+pub(crate) fn for_each_log_entry(
+    path: &Path,
+    mut visit: impl FnMut(u64, Entry) -> Result<ControlFlow<()>, StoreError>,
+) -> Result<SmMeta, StoreError> {
+    let file = File::open(path).map_err(|source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    verify_checksum(path, &file)?;
+    let mut file = file;
+    // The check read through a clone of the handle, which shares its offset.
+    file.seek(SeekFrom::Start(0))
+        .map_err(|source| StoreError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+    let mut reader = BufReader::new(file);
+    let header = read_header(path, &mut reader)?;
+    let mut previous: Option<u64> = None;
+    read_records(path, &mut reader, |tag, key, value| {
+        if tag != TAG_LOG {
+            return Ok(ControlFlow::Continue(()));
+        }
+        let index = super::codec::read_u64("log record key", &key)?;
+        if previous.is_some_and(|p| index != p + 1) {
+            return Err(corrupt(
+                path,
+                format!("log record {index} follows {previous:?}"),
+            ));
+        }
+        previous = Some(index);
+        let entry: Entry = decode("log entry", &value)?;
+        if entry.log_id.index != index {
+            return Err(corrupt(
+                path,
+                format!("log record {index} holds entry {}", entry.log_id.index),
+            ));
+        }
+        visit(index, entry)
+    })?;
+    Ok(header.sm)
 }
