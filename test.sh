@@ -1,10 +1,28 @@
 #!/usr/bin/env bash
-# The one test command: builds every binary (cluster tests start real processes), runs every
-# test in the workspace, checks the HTTP API contract black-box against a lab, and runs the
-# bench in a tiny configuration so it keeps working (its figures are not judged here).
+# The one test command: builds every binary (cluster tests start real processes) and the
+# aarch64 gateway build, runs every test in the workspace (the emulated-gateway scenario
+# included), checks the HTTP API contract black-box against a lab, runs the bench in a tiny
+# configuration so it keeps working (its figures are not judged here), and — under CI, as it
+# installs packages on the machine — the package lifecycle test.
+#
+# Installs what it needs when missing (root, Debian): qemu-user-static, libc6-arm64-cross (the
+# emulated gateways' glibc), iproute2, socat, and (via
+# cross/build.sh) zig and cargo-zigbuild from PyPI. HIL_PROFILE picks the aarch64 build's
+# profile (default dist, what ships).
 set -euo pipefail
 cd "$(dirname "$0")"
+need=()
+command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
+[ -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ] || need+=(libc6-arm64-cross)
+command -v ip >/dev/null || need+=(iproute2)
+command -v socat >/dev/null || need+=(socat)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
 cargo build --workspace --bins
+BINS=openclaw-edge PROFILE="${HIL_PROFILE:-dist}" cross/build.sh aarch64
+export OPENCLAW_HIL_EDGE_BIN="$PWD/dist/aarch64/openclaw-edge"
 cargo test --workspace -- --test-threads=1
 if [ -f ../shared/tools/contract-check.sh ]; then
   bash ../shared/tools/contract-check.sh target/debug/openclaw-lab
@@ -13,3 +31,4 @@ else
 fi
 target/debug/openclaw-bench --seconds 1 --clients 1,4 --read-clients 2 --nodes 1 >/dev/null
 echo "bench smoke run: ok"
+bash cross/test-packages.sh

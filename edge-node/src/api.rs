@@ -30,7 +30,10 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .route("/v1/admin/unshipped", get(unshipped))
         .route("/metrics", get(metrics_page))
         .with_state(edge.clone());
-    finish(own.merge(group_routes(edge.group.clone())))
+    finish(
+        own.merge(group_routes(edge.group.clone())),
+        &edge.config.api,
+    )
 }
 
 async fn put_kv(

@@ -5,6 +5,8 @@
 
 pub mod checker;
 pub mod lab;
+pub mod memcg;
+pub mod netns;
 pub mod relay;
 pub mod rig;
 
@@ -107,7 +109,27 @@ pub struct GroupOptions {
     pub relays: bool,
     /// Extra environment for every node process (e.g. systemd's NOTIFY_SOCKET).
     pub env: Vec<(String, String)>,
+    /// Where each node runs (index = id - 1), if not on loopback: its own address, maybe in
+    /// its own network namespace (`netns::SiteNetwork`). Such nodes use fixed ports.
+    pub hosts: Vec<NodeHost>,
+    /// Prefix of every command that runs the binary, e.g. `["qemu-aarch64-static"]` to run
+    /// an ARM build under emulation.
+    pub launcher: Vec<String>,
+    /// The daemon binary, if not the one `binary` finds (e.g. a cross-built one).
+    pub binary: Option<PathBuf>,
 }
+
+/// A node's own host: an address and the network namespace it is bound in.
+#[derive(Clone, Debug)]
+pub struct NodeHost {
+    pub ip: IpAddr,
+    pub netns: Option<String>,
+}
+
+/// QUIC port of a node on its own host.
+pub const HOST_RAFT_PORT: u16 = 7001;
+/// HTTP port of a node on its own host.
+pub const HOST_HTTP_PORT: u16 = 8001;
 
 impl Default for GroupOptions {
     fn default() -> Self {
@@ -125,6 +147,9 @@ impl Default for GroupOptions {
             write_timeout: "5s",
             relays: false,
             env: Vec::new(),
+            hosts: Vec::new(),
+            launcher: Vec::new(),
+            binary: None,
         }
     }
 }
@@ -147,7 +172,10 @@ pub struct LabNode {
     pub dir: PathBuf,
     pub raft_listen: SocketAddr,
     pub raft_advertise: SocketAddr,
+    /// The client API's URL as this harness reaches it.
     pub http: String,
+    /// Where the node binds its client API (loopback of its host).
+    pub http_listen: String,
     child: Option<Child>,
     relay: Option<Relay>,
 }
@@ -203,9 +231,10 @@ impl LabGroup {
     /// Creates certificates, configs and directories for nodes `1..=n` of a new group without
     /// starting them (e.g. to reseed them first); `restart` each to start it.
     pub async fn create(dir: &Path, n: u64, options: GroupOptions) -> anyhow::Result<LabGroup> {
-        let bin = match options.kind {
-            GroupKind::Edge => binary("openclaw-edge", "OPENCLAW_EDGE_BIN")?,
-            GroupKind::Hub => binary("openclaw-hub", "OPENCLAW_HUB_BIN")?,
+        let bin = match (&options.binary, options.kind) {
+            (Some(bin), _) => bin.clone(),
+            (None, GroupKind::Edge) => binary("openclaw-edge", "OPENCLAW_EDGE_BIN")?,
+            (None, GroupKind::Hub) => binary("openclaw-hub", "OPENCLAW_HUB_BIN")?,
         };
         std::fs::create_dir_all(dir)?;
         let certs = dir.join("certs");
@@ -217,7 +246,7 @@ impl LabGroup {
                         .with_context(|| format!("copying {file} from {}", ca.display()))?;
                 }
             }
-            None => run(&bin, &["certs", "ca", "--dir"], &certs)?,
+            None => run_with(&options.launcher, &bin, &["certs", "ca", "--dir"], &certs)?,
         }
         let mut group = LabGroup {
             dir: dir.to_owned(),
@@ -249,7 +278,8 @@ impl LabGroup {
 
     async fn prepare_node(&mut self, id: u64) -> anyhow::Result<()> {
         let certs = self.dir.join("certs");
-        run(
+        run_with(
+            &self.options.launcher,
             &self.bin,
             &[
                 "certs",
@@ -262,8 +292,30 @@ impl LabGroup {
             ],
             &certs,
         )?;
-        let ip = node_ip(self.options.ip_base, id);
-        let raft_listen = SocketAddr::new(ip, free_udp_port(ip)?);
+        let host = usize::try_from(id - 1)
+            .ok()
+            .and_then(|i| self.options.hosts.get(i))
+            .cloned();
+        let ip = host
+            .as_ref()
+            .map_or_else(|| node_ip(self.options.ip_base, id), |h| h.ip);
+        let raft_port = match host {
+            Some(_) => HOST_RAFT_PORT,
+            None => free_udp_port(ip)?,
+        };
+        let raft_listen = SocketAddr::new(ip, raft_port);
+        // The client API binds to loopback only (DESIGN.md §5); on its own host a node is
+        // reached through that host's forwarder (`netns::SiteNetwork` runs one).
+        let (http_listen, http) = match host {
+            Some(h) => (
+                format!("127.0.0.1:{HOST_HTTP_PORT}"),
+                format!("http://{}:{HOST_HTTP_PORT}", h.ip),
+            ),
+            None => {
+                let listen = format!("127.0.0.1:{}", free_tcp_port()?);
+                (listen.clone(), format!("http://{listen}"))
+            }
+        };
         let relay = if self.options.relays {
             Some(Relay::start("127.0.0.1:0".parse()?, raft_listen).await?)
         } else {
@@ -277,7 +329,8 @@ impl LabGroup {
             dir,
             raft_listen,
             raft_advertise,
-            http: format!("http://127.0.0.1:{}", free_tcp_port()?),
+            http,
+            http_listen,
             child: None,
             relay,
         });
@@ -306,7 +359,7 @@ impl LabGroup {
             o.election_timeout,
             o.snapshot_every_entries,
             o.log_entries_kept_after_snapshot,
-            node.http.trim_start_matches("http://"),
+            node.http_listen,
             certs.join("ca.pem").display(),
             certs.join(format!("node-{id}.pem")).display(),
             certs.join(format!("node-{id}.key")).display(),
@@ -348,12 +401,23 @@ impl LabGroup {
     fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
         let bin = self.bin.clone();
         let env = self.options.env.clone();
-        let node = self.node_mut(id)?;
+        let log_path = self.node(id)?.dir.join("node.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(node.dir.join("node.log"))?;
-        let child = Command::new(bin)
+            .open(log_path)?;
+        let netns = usize::try_from(id - 1)
+            .ok()
+            .and_then(|i| self.options.hosts.get(i))
+            .and_then(|h| h.netns.clone());
+        let launcher = self.options.launcher.clone();
+        let node = self.node_mut(id)?;
+        let mut prefix: Vec<String> = Vec::new();
+        if let Some(ns) = netns {
+            prefix.extend(["ip".into(), "netns".into(), "exec".into(), ns]);
+        }
+        prefix.extend(launcher);
+        let child = prefixed(&prefix, &bin)
             .arg("run")
             .arg("--config")
             .arg(node.config_path())
@@ -382,6 +446,17 @@ impl LabGroup {
             .iter_mut()
             .find(|n| n.id == id)
             .with_context(|| format!("no node {id}"))
+    }
+
+    /// The last `lines` lines of a node's log (for failure messages).
+    pub fn log_tail(&self, id: u64, lines: usize) -> String {
+        let text = self
+            .node(id)
+            .ok()
+            .and_then(|n| std::fs::read_to_string(n.dir.join("node.log")).ok())
+            .unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
     }
 
     pub fn url(&self, id: u64) -> String {
@@ -656,7 +731,24 @@ impl Drop for LabGroup {
 }
 
 pub fn run(bin: &Path, args: &[&str], dir: &Path) -> anyhow::Result<()> {
-    let out = Command::new(bin).args(args).arg(dir).output()?;
+    run_with(&[], bin, args, dir)
+}
+
+/// A command running `bin` behind `prefix` (e.g. `ip netns exec NS`, an emulator).
+fn prefixed(prefix: &[String], bin: &Path) -> Command {
+    match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    }
+}
+
+/// [`run`] through a launcher prefix (e.g. an emulator).
+pub fn run_with(launcher: &[String], bin: &Path, args: &[&str], dir: &Path) -> anyhow::Result<()> {
+    let out = prefixed(launcher, bin).args(args).arg(dir).output()?;
     if !out.status.success() {
         bail!(
             "{} {args:?} failed: {}",

@@ -46,7 +46,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics_page))
         .with_state(hub.clone());
-    finish(own.merge(group_routes(hub.group.clone())))
+    finish(own.merge(group_routes(hub.group.clone())), &hub.config.api)
 }
 
 fn parse_site(site: &str) -> Result<SiteId, ApiError> {

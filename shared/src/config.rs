@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
 
-use crate::limits::{MAX_GROUP_SIZE, MIN_IDEMPOTENCY_WINDOW_SECS};
+use crate::limits::{MAX_GROUP_SIZE, MAX_HTTP_BODY_BYTES, MIN_IDEMPOTENCY_WINDOW_SECS};
 use crate::types::{NodeAddr, NodeId};
 use crate::units::{parse_duration, parse_size};
 
@@ -349,6 +349,10 @@ pub struct ApiSection {
     /// How long an Idempotency-Key is remembered (at least 10 minutes).
     #[serde(default = "api_defaults::idempotency_window")]
     pub idempotency_window: HumanDuration,
+    /// Request body bytes buffered at once over all requests; requests beyond it wait for
+    /// their turn (a memory bound: 1 MiB values × many clients would not fit a gateway).
+    #[serde(default = "api_defaults::max_buffered_request_bytes")]
+    pub max_buffered_request_bytes: ByteSize,
 }
 
 impl Default for ApiSection {
@@ -357,6 +361,7 @@ impl Default for ApiSection {
             write_timeout: api_defaults::write_timeout(),
             read_timeout: api_defaults::read_timeout(),
             idempotency_window: api_defaults::idempotency_window(),
+            max_buffered_request_bytes: api_defaults::max_buffered_request_bytes(),
         }
     }
 }
@@ -371,6 +376,9 @@ mod api_defaults {
     }
     pub fn idempotency_window() -> HumanDuration {
         HumanDuration(Duration::from_secs(MIN_IDEMPOTENCY_WINDOW_SECS))
+    }
+    pub fn max_buffered_request_bytes() -> ByteSize {
+        ByteSize(32 * 1024 * 1024)
     }
 }
 
@@ -464,6 +472,16 @@ pub fn validate_group(
         return Err(invalid(
             "api.idempotency_window",
             format!("must be at least {MIN_IDEMPOTENCY_WINDOW_SECS}s"),
+        ));
+    }
+    let buffered = api.max_buffered_request_bytes.0;
+    if buffered < MAX_HTTP_BODY_BYTES as u64 || buffered > u64::from(u32::MAX) {
+        return Err(invalid(
+            "api.max_buffered_request_bytes",
+            format!(
+                "must hold one largest request ({MAX_HTTP_BODY_BYTES} bytes) and be under 4GiB, \
+                 got {buffered}"
+            ),
         ));
     }
     Ok(())

@@ -23,8 +23,8 @@ use serde_json::{json, Value};
 
 use crate::group::{GroupNode, OpError};
 use crate::limits::{
-    DEFAULT_PAGE_ITEMS, MAX_IDEMPOTENCY_KEY_BYTES, MAX_KEY_BYTES, MAX_PAGE_ITEMS,
-    MAX_STREAM_NAME_BYTES, MAX_VALUE_BYTES,
+    DEFAULT_PAGE_ITEMS, MAX_HTTP_BODY_BYTES, MAX_IDEMPOTENCY_KEY_BYTES, MAX_KEY_BYTES,
+    MAX_PAGE_ITEMS, MAX_STREAM_NAME_BYTES, MAX_VALUE_BYTES,
 };
 use crate::metrics::Counter;
 use crate::ship::EventKind;
@@ -115,11 +115,66 @@ pub fn group_routes(node: Arc<GroupNode>) -> Router {
         .with_state(node)
 }
 
-/// The JSON 404 for unknown routes and the request counter, around a daemon's whole API.
-pub fn finish(router: Router) -> Router {
+/// The JSON 404 for unknown routes, the request counter and the request-body memory bound,
+/// around a daemon's whole API.
+pub fn finish(router: Router, api: &crate::config::ApiSection) -> Router {
+    let budget = BodyBudget::new(api.max_buffered_request_bytes.0);
     router
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(axum::middleware::from_fn_with_state(
+            budget,
+            hold_body_budget,
+        ))
         .layer(axum::middleware::from_fn(count_requests))
+}
+
+/// The request body bytes that may be buffered at once, over all requests.
+#[derive(Clone)]
+struct BodyBudget {
+    bytes: Arc<tokio::sync::Semaphore>,
+    total: u32,
+}
+
+impl BodyBudget {
+    fn new(total: u64) -> Self {
+        // Validated in config: at least one largest body, under 4 GiB.
+        let total = u32::try_from(total).unwrap_or(u32::MAX);
+        BodyBudget {
+            bytes: Arc::new(tokio::sync::Semaphore::new(total as usize)),
+            total,
+        }
+    }
+}
+
+/// Takes a request's body size (its Content-Length, or the largest body if it does not say)
+/// from the budget before the body is read, and gives it back once answered: requests over
+/// the budget wait, so memory for bodies stays bounded however many clients write.
+async fn hold_body_budget(
+    State(budget): State<BodyBudget>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let has_body = declared.is_some_and(|n| n > 0)
+        || request
+            .headers()
+            .contains_key(axum::http::header::TRANSFER_ENCODING);
+    if !has_body {
+        return next.run(request).await;
+    }
+    let wanted = declared
+        .unwrap_or(MAX_HTTP_BODY_BYTES as u64)
+        .min(MAX_HTTP_BODY_BYTES as u64)
+        .min(u64::from(budget.total));
+    // `wanted` ≤ total ≤ u32::MAX; the semaphore is never closed.
+    let Ok(_permit) = budget.bytes.acquire_many(wanted as u32).await else {
+        return ApiError::Unavailable(OpError::ShuttingDown).into_response();
+    };
+    next.run(request).await
 }
 
 async fn count_requests(request: axum::extract::Request, next: axum::middleware::Next) -> Response {

@@ -74,6 +74,17 @@ pub const MAX_SITES_PER_GROUP: usize = 10_000;
 /// zstd level of shipping batches: fast on gateway CPUs, most of the gain on JSON telemetry.
 pub const SHIP_ZSTD_LEVEL: i32 = 3;
 
+/// Bytes a QUIC peer may have in flight to us on one connection (all streams), and that we
+/// buffer for sending on one: the bound on transport memory per peer (a small gateway has
+/// a handful of peers).
+pub const QUIC_CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+
+/// Bytes a QUIC peer may have in flight on one stream: a whole frame, so one RPC never
+/// waits for the reader to make room.
+pub const QUIC_STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024 + 64 * 1024;
+
+const _: () = assert!(QUIC_STREAM_WINDOW_BYTES as usize > MAX_FRAME_BYTES);
+const _: () = assert!(QUIC_STREAM_WINDOW_BYTES < QUIC_CONNECTION_WINDOW_BYTES);
 const _: () = assert!(MAX_KEY_BYTES + MAX_VALUE_BYTES + ENTRY_OVERHEAD_BYTES < MAX_FRAME_BYTES);
 const _: () =
     assert!(MAX_KEY_BYTES + MAX_VALUE_BYTES + ENTRY_OVERHEAD_BYTES < MAX_SHIP_BATCH_RAW_BYTES);

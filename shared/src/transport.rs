@@ -20,7 +20,10 @@ use tokio::io::AsyncRead;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::identity::NodeIdentity;
-use crate::limits::{MAX_CONCURRENT_RPC_STREAMS, SNAPSHOT_CHUNK_BYTES};
+use crate::limits::{
+    MAX_CONCURRENT_RPC_STREAMS, QUIC_CONNECTION_WINDOW_BYTES, QUIC_STREAM_WINDOW_BYTES,
+    SNAPSHOT_CHUNK_BYTES,
+};
 use crate::metrics::SHARED;
 use crate::tls::{TlsError, TlsMaterial};
 use crate::wire::{read_frame, write_frame, Request, Response, WireError};
@@ -132,7 +135,12 @@ impl Transport {
         transport
             .keep_alive_interval(Some(timing.keep_alive))
             .max_concurrent_bidi_streams(VarInt::from_u32(MAX_CONCURRENT_RPC_STREAMS))
-            .max_concurrent_uni_streams(VarInt::from_u32(0));
+            .max_concurrent_uni_streams(VarInt::from_u32(0))
+            // quinn's connection window is unbounded by default: a peer could make us buffer
+            // up to (streams × stream window). Bounded, so memory fits a small gateway.
+            .receive_window(VarInt::from_u32(QUIC_CONNECTION_WINDOW_BYTES))
+            .stream_receive_window(VarInt::from_u32(QUIC_STREAM_WINDOW_BYTES))
+            .send_window(u64::from(QUIC_CONNECTION_WINDOW_BYTES));
         if let Ok(idle) = quinn::IdleTimeout::try_from(timing.idle_timeout) {
             transport.max_idle_timeout(Some(idle));
         }
