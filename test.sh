@@ -6,7 +6,7 @@
 # installs packages on the machine — the package lifecycle test.
 #
 # Installs what it needs when missing (root, Debian): qemu-user-static, libc6-arm64-cross (the
-# emulated gateways' glibc), iproute2, socat, and (via
+# emulated gateways' glibc), iproute2, socat, faketime (clock jumps), and (via
 # cross/build.sh) zig and cargo-zigbuild from PyPI. HIL_PROFILE picks the aarch64 build's
 # profile (default dist, what ships).
 set -euo pipefail
@@ -16,6 +16,7 @@ command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
 [ -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ] || need+=(libc6-arm64-cross)
 command -v ip >/dev/null || need+=(iproute2)
 command -v socat >/dev/null || need+=(socat)
+command -v faketime >/dev/null || need+=(faketime)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

@@ -43,9 +43,13 @@ pub type Snapshot<SD> = openraft::alias::SnapshotOf<TypeConfig, SD>;
 /// A client write, stamped by the node that proposes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
-    /// Proposer's wall clock (unix ms): the physical part of the event's HLC timestamp and
-    /// the clock of idempotency expiry. The state machine never lets HLC go backwards.
+    /// Proposer's wall clock (unix ms): the physical part of the event's HLC timestamp. The
+    /// state machine never lets HLC go backwards.
     pub proposed_ms: u64,
+    /// Proposer's reading of the group's retention clock (ms): time measured with monotonic
+    /// clocks only, so a wall clock that jumps (no RTC, NTP after boot) neither expires
+    /// idempotency records early nor keeps them forever. Idempotency expiry runs on it.
+    pub elapsed_ms: u64,
     pub idempotency: Option<IdempotencyKey>,
     /// Set by an edge group that ships to a hub: the event is kept in the outbox until the
     /// hub has it, and refused with `BacklogFull` if the outbox would exceed this many bytes.

@@ -156,6 +156,39 @@ pub struct GroupNode {
     pub reader: StateReader,
     pub store: Store,
     pub transport: Arc<Transport>,
+    /// Stamps `Command.elapsed_ms` on this node's proposals.
+    retention_clock: RetentionClock,
+}
+
+/// This node's reading of the group's retention clock: the applied clock it last saw grow,
+/// plus monotonic time since. Wall clock jumps do not move it; a node that was down reads
+/// low until the applied clock (which only takes the largest reading) passes it again, so
+/// records are kept longer, never shorter.
+pub struct RetentionClock {
+    anchor: std::sync::Mutex<(u64, std::time::Instant)>,
+}
+
+impl RetentionClock {
+    pub fn new(applied_ms: u64) -> Self {
+        RetentionClock {
+            anchor: std::sync::Mutex::new((applied_ms, std::time::Instant::now())),
+        }
+    }
+
+    /// The reading now, given the applied clock.
+    pub fn reading(&self, applied_ms: u64) -> u64 {
+        let Ok(mut anchor) = self.anchor.lock() else {
+            return applied_ms;
+        };
+        let estimate = anchor
+            .0
+            .saturating_add(anchor.1.elapsed().as_millis().min(u64::MAX as u128) as u64);
+        if applied_ms > estimate {
+            *anchor = (applied_ms, std::time::Instant::now());
+            return applied_ms;
+        }
+        estimate
+    }
 }
 
 pub fn now_ms() -> u64 {
@@ -214,6 +247,7 @@ impl GroupNode {
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
 
+        let retention_clock = RetentionClock::new(reader.retention_ms());
         let node = Arc::new(GroupNode {
             settings,
             id,
@@ -221,6 +255,7 @@ impl GroupNode {
             reader,
             store,
             transport: transport.clone(),
+            retention_clock,
         });
         let external = external(&node);
         let service = RpcService::new(node.clone(), external.clone());
@@ -277,6 +312,7 @@ impl GroupNode {
     ) -> Command {
         Command {
             proposed_ms: now_ms(),
+            elapsed_ms: self.retention_clock.reading(self.reader.retention_ms()),
             idempotency: idempotency_key.map(|key| IdempotencyKey {
                 key,
                 window_secs: self
@@ -685,5 +721,22 @@ pub fn render_metrics(node: &GroupNode, out: &mut String) {
             *out,
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RetentionClock;
+
+    #[test]
+    fn retention_clock_takes_the_larger_of_applied_and_monotonic_time() {
+        let clock = RetentionClock::new(100);
+        assert!(clock.reading(0) >= 100, "never below its anchor");
+        // Another node's larger reading, once applied, becomes the new anchor.
+        assert_eq!(clock.reading(10_000), 10_000);
+        let later = clock.reading(0);
+        assert!(later >= 10_000, "{later}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(clock.reading(0) >= later + 20, "advances with monotonic time");
     }
 }

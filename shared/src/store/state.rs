@@ -39,6 +39,9 @@ pub(crate) struct SmMeta {
     pub outbox_bytes: u64,
     /// Hub: cursor of the newest merged-feed entry (0: none).
     pub feed_last: u64,
+    /// The group's retention clock: the largest `Command.elapsed_ms` applied (never goes
+    /// back; wall clock jumps do not move it).
+    pub retention_ms: u64,
     /// Edge: reseeded from the hub and not yet handed the site back; writes are refused.
     pub awaiting_handback: bool,
     /// In memory only: no idempotency expiry index entry is earlier than this (0 = unknown).
@@ -96,11 +99,13 @@ pub(crate) fn apply_command(
 ) -> Result<CommandResponse, StoreError> {
     meta.hlc = meta.hlc.tick(command.proposed_ms);
     let now_ms = meta.hlc.physical_ms();
+    meta.retention_ms = meta.retention_ms.max(command.elapsed_ms);
+    let retention_ms = meta.retention_ms;
 
     if let Some(idem) = &command.idempotency {
         if let Some(bytes) = ks.idem.get(idem.key.as_bytes())? {
             let record: IdemRecord = decode("idempotency record", &bytes)?;
-            if record.expires_ms > now_ms {
+            if record.expires_ms > retention_ms {
                 return Ok(record.response);
             }
         }
@@ -136,7 +141,7 @@ pub(crate) fn apply_command(
                         meta,
                         batch,
                         command,
-                        now_ms,
+                        retention_ms,
                         CommandResponse::RevisionMismatch { current },
                     );
                 }
@@ -227,7 +232,7 @@ pub(crate) fn apply_command(
         batch.insert(&ks.sites, name.as_bytes(), encode(record)?);
     }
     compact_outbox(ks, meta, batch)?;
-    finish(ks, meta, batch, command, now_ms, response)
+    finish(ks, meta, batch, command, retention_ms, response)
 }
 
 /// Where a client write lands: the edge's own state, or a promoted site's namespace at the
@@ -612,7 +617,8 @@ fn ingest(
 }
 
 /// Remembers the response under the idempotency key and expires a bounded number of old
-/// records (deterministically: by the HLC clock of the log, not the local wall clock).
+/// records (deterministically: by the log's retention clock, `now_ms` here, not the local
+/// wall clock).
 fn finish(
     ks: &Keyspaces,
     meta: &mut SmMeta,
@@ -741,6 +747,7 @@ impl ShipStatus {
 #[derive(Default)]
 pub(crate) struct Published {
     applied_seq: AtomicU64,
+    retention_ms: AtomicU64,
     ship: std::sync::Mutex<ShipStatus>,
 }
 
@@ -753,6 +760,8 @@ impl Published {
 
     pub(crate) fn set(&self, meta: &SmMeta) {
         self.applied_seq.store(meta.last_seq, Ordering::Release);
+        self.retention_ms
+            .store(meta.retention_ms, Ordering::Release);
         if let Ok(mut ship) = self.ship.lock() {
             *ship = ShipStatus::of(meta);
         }
@@ -790,6 +799,11 @@ impl StateReader {
     /// Seq of the last event applied on this node (edge; at the hub, 0).
     pub fn applied_seq(&self) -> u64 {
         self.published.applied_seq.load(Ordering::Acquire)
+    }
+
+    /// The group's retention clock as of the last apply (`Command.elapsed_ms`).
+    pub fn retention_ms(&self) -> u64 {
+        self.published.retention_ms.load(Ordering::Acquire)
     }
 
     /// The shipping state as of the last apply.
@@ -952,8 +966,21 @@ mod tests {
             backlog_limit: Option<u64>,
             op: Op,
         ) -> CommandResponse {
+            self.apply_clocked(ms, ms, idem, backlog_limit, op)
+        }
+
+        /// With the proposer's wall clock and retention clock given apart.
+        fn apply_clocked(
+            &mut self,
+            wall_ms: u64,
+            elapsed_ms: u64,
+            idem: Option<&str>,
+            backlog_limit: Option<u64>,
+            op: Op,
+        ) -> CommandResponse {
             let command = Command {
-                proposed_ms: ms,
+                proposed_ms: wall_ms,
+                elapsed_ms,
                 idempotency: idem.map(|k| IdempotencyKey {
                     key: k.into(),
                     window_secs: 600,
@@ -1062,6 +1089,48 @@ mod tests {
                 revision: 2
             }
         );
+    }
+
+    #[test]
+    fn wall_clock_jumps_neither_reorder_events_nor_move_retention() {
+        let mut f = Fixture::new();
+        let day = 86_400_000;
+        let hlc = |r: &CommandResponse, f: &Fixture| match r {
+            CommandResponse::Appended { seq, .. } => {
+                f.reader().stream("s", *seq, 1).expect("read")[0].hlc
+            }
+            other => panic!("{other:?}"),
+        };
+        let append = |d: &str| Op::Append {
+            stream: "s".into(),
+            data: d.as_bytes().to_vec(),
+        };
+        // A gateway booted without RTC (clock at 1970 + 1 s), then NTP jumps it forward a
+        // day, then a bad sync jumps it back an hour; the monotonic clock moves 1 s each time.
+        let a = f.apply_clocked(1_000, 1_000, Some("k1"), None, append("a"));
+        let ha = hlc(&a, &f);
+        let b = f.apply_clocked(1_000 + day, 2_000, None, None, append("b"));
+        let hb = hlc(&b, &f);
+        let c = f.apply_clocked(1_000 + day - 3_600_000, 3_000, None, None, append("c"));
+        let hc = hlc(&c, &f);
+        assert!(
+            ha < hb && hb < hc,
+            "HLC order follows seq order: {ha} {hb} {hc}"
+        );
+        // Two seconds of real time later, the key from before the forward jump is still
+        // remembered: a retry is answered with the first result and writes nothing.
+        let retry = f.apply_clocked(2_000 + day, 3_000, Some("k1"), None, append("a"));
+        assert_eq!(retry, a);
+        assert_eq!(f.meta.last_seq, 3);
+        // And it expires after its window of real time, however the wall clock moved.
+        let later = f.apply_clocked(1_000, 1_000 + 601_000, Some("k1"), None, append("a2"));
+        assert!(
+            matches!(later, CommandResponse::Appended { seq: 4, .. }),
+            "{later:?}"
+        );
+        // The retention clock never goes back either.
+        f.apply_clocked(5_000, 10, None, None, append("d"));
+        assert_eq!(f.meta.retention_ms, 602_000);
     }
 
     #[test]
