@@ -6,7 +6,8 @@
 # installs packages on the machine — the package lifecycle test.
 #
 # Installs what it needs when missing (root, Debian): qemu-user-static, libc6-arm64-cross (the
-# emulated gateways' glibc), iproute2, socat, faketime (clock jumps), and (via
+# emulated gateways' glibc), iproute2, socat, faketime (clock jumps), openssh-server (the
+# real-device runner against loopback), and (via
 # cross/build.sh) zig and cargo-zigbuild from PyPI. HIL_PROFILE picks the aarch64 build's
 # profile (default dist, what ships).
 set -euo pipefail
@@ -17,6 +18,7 @@ command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
 command -v ip >/dev/null || need+=(iproute2)
 command -v socat >/dev/null || need+=(socat)
 command -v faketime >/dev/null || need+=(faketime)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

@@ -4,6 +4,7 @@
 //! start topologies through it (`LabGroup` for one group, `Lab` for sites plus a hub).
 
 pub mod checker;
+pub mod hil;
 pub mod lab;
 pub mod memcg;
 pub mod netns;
@@ -115,15 +116,33 @@ pub struct GroupOptions {
     /// Prefix of every command that runs the binary, e.g. `["qemu-aarch64-static"]` to run
     /// an ARM build under emulation.
     pub launcher: Vec<String>,
-    /// The daemon binary, if not the one `binary` finds (e.g. a cross-built one).
+    /// The daemon binary, if not the one `binary` finds (e.g. a cross-built one; on ssh
+    /// hosts, its path there).
     pub binary: Option<PathBuf>,
+    /// A binary of this machine for making certificates, when `binary` does not run here.
+    pub tool: Option<PathBuf>,
 }
 
-/// A node's own host: an address and the network namespace it is bound in.
-#[derive(Clone, Debug)]
+/// A node's own host: an address, and how the node is run there: in a network namespace
+/// of this machine, or on another machine over ssh.
+#[derive(Clone, Debug, Default)]
 pub struct NodeHost {
-    pub ip: IpAddr,
+    pub ip: Option<IpAddr>,
     pub netns: Option<String>,
+    pub ssh: Option<SshHost>,
+    /// Client API port on the host's loopback (default `HOST_HTTP_PORT`).
+    pub api_port: Option<u16>,
+}
+
+/// A machine reached over ssh (a real gateway). Its node's files are pushed under
+/// `remote_dir`; its loopback-only client API is reached through an ssh tunnel; the node
+/// runs in an ssh session, so killing the session kills the node (SIGHUP on hang-up).
+#[derive(Clone, Debug)]
+pub struct SshHost {
+    /// ssh arguments ending with the destination, e.g. `["-p", "22", "root@10.0.0.21"]`.
+    pub args: Vec<String>,
+    /// Where the node's directory and certificates go on the host.
+    pub remote_dir: PathBuf,
 }
 
 /// QUIC port of a node on its own host.
@@ -150,6 +169,7 @@ impl Default for GroupOptions {
             hosts: Vec::new(),
             launcher: Vec::new(),
             binary: None,
+            tool: None,
         }
     }
 }
@@ -177,6 +197,8 @@ pub struct LabNode {
     /// Where the node binds its client API (loopback of its host).
     pub http_listen: String,
     child: Option<Child>,
+    /// ssh hosts: the tunnel to the client API.
+    tunnel: Option<Child>,
     relay: Option<Relay>,
 }
 
@@ -246,7 +268,10 @@ impl LabGroup {
                         .with_context(|| format!("copying {file} from {}", ca.display()))?;
                 }
             }
-            None => run_with(&options.launcher, &bin, &["certs", "ca", "--dir"], &certs)?,
+            None => match &options.tool {
+                Some(tool) => run(tool, &["certs", "ca", "--dir"], &certs)?,
+                None => run_with(&options.launcher, &bin, &["certs", "ca", "--dir"], &certs)?,
+            },
         }
         let mut group = LabGroup {
             dir: dir.to_owned(),
@@ -278,9 +303,13 @@ impl LabGroup {
 
     async fn prepare_node(&mut self, id: u64) -> anyhow::Result<()> {
         let certs = self.dir.join("certs");
+        let (launcher, tool) = match &self.options.tool {
+            Some(tool) => (Vec::new(), tool.clone()),
+            None => (self.options.launcher.clone(), self.bin.clone()),
+        };
         run_with(
-            &self.options.launcher,
-            &self.bin,
+            &launcher,
+            &tool,
             &[
                 "certs",
                 "node",
@@ -298,19 +327,25 @@ impl LabGroup {
             .cloned();
         let ip = host
             .as_ref()
-            .map_or_else(|| node_ip(self.options.ip_base, id), |h| h.ip);
+            .and_then(|h| h.ip)
+            .unwrap_or_else(|| node_ip(self.options.ip_base, id));
         let raft_port = match host {
             Some(_) => HOST_RAFT_PORT,
             None => free_udp_port(ip)?,
         };
         let raft_listen = SocketAddr::new(ip, raft_port);
         // The client API binds to loopback only (DESIGN.md §5); on its own host a node is
-        // reached through that host's forwarder (`netns::SiteNetwork` runs one).
-        let (http_listen, http) = match host {
-            Some(h) => (
-                format!("127.0.0.1:{HOST_HTTP_PORT}"),
-                format!("http://{}:{HOST_HTTP_PORT}", h.ip),
-            ),
+        // reached through that host's forwarder (`netns::SiteNetwork` runs one) or an ssh
+        // tunnel from a local port.
+        let (http_listen, http) = match &host {
+            Some(h) => {
+                let port = h.api_port.unwrap_or(HOST_HTTP_PORT);
+                let url = match h.ssh {
+                    Some(_) => format!("http://127.0.0.1:{}", free_tcp_port()?),
+                    None => format!("http://{ip}:{port}"),
+                };
+                (format!("127.0.0.1:{port}"), url)
+            }
             None => {
                 let listen = format!("127.0.0.1:{}", free_tcp_port()?);
                 (listen.clone(), format!("http://{listen}"))
@@ -332,6 +367,7 @@ impl LabGroup {
             http,
             http_listen,
             child: None,
+            tunnel: None,
             relay,
         });
         Ok(())
@@ -406,10 +442,14 @@ impl LabGroup {
             .create(true)
             .append(true)
             .open(log_path)?;
-        let netns = usize::try_from(id - 1)
+        let host = usize::try_from(id - 1)
             .ok()
             .and_then(|i| self.options.hosts.get(i))
-            .and_then(|h| h.netns.clone());
+            .cloned();
+        if let Some(ssh) = host.as_ref().and_then(|h| h.ssh.clone()) {
+            return self.spawn_over_ssh(id, &ssh, log);
+        }
+        let netns = host.and_then(|h| h.netns);
         let launcher = self.options.launcher.clone();
         let node = self.node_mut(id)?;
         let mut prefix: Vec<String> = Vec::new();
@@ -430,6 +470,88 @@ impl LabGroup {
             .envs(env)
             .spawn()
             .with_context(|| format!("starting node {id}"))?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    /// Starts node `id` on an ssh host: pushes its directory (config rewritten for the
+    /// remote paths) and the certificates, opens the API tunnel, and runs it in a session.
+    fn spawn_over_ssh(&mut self, id: u64, ssh: &SshHost, log: std::fs::File) -> anyhow::Result<()> {
+        let node_dir = format!("node-{id}");
+        let local = self.dir.display().to_string();
+        let remote = ssh.remote_dir.display().to_string();
+        let config = std::fs::read_to_string(self.node(id)?.config_path())?;
+        let remote_config = self.dir.join(&node_dir).join("config.remote.toml");
+        std::fs::write(&remote_config, config.replace(&local, &remote))?;
+        let mut pack = Command::new("tar")
+            .arg("-C")
+            .arg(&self.dir)
+            .args(["-cf", "-", "certs", &node_dir])
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("tar")?;
+        let pushed = Command::new("ssh")
+            .args(&ssh.args)
+            .arg(format!("mkdir -p '{remote}' && tar -C '{remote}' -xf -"))
+            .stdin(pack.stdout.take().context("tar output")?)
+            .output()
+            .context("ssh (push)")?;
+        pack.wait()?;
+        if !pushed.status.success() {
+            bail!(
+                "pushing node {id} over ssh: {}",
+                String::from_utf8_lossy(&pushed.stderr)
+            );
+        }
+        // A node whose session was killed must be gone before it boots again (else the
+        // "power cut" was not one): its old process exits on the hang-up.
+        let config_path = format!("{remote}/{node_dir}/config.remote.toml");
+        let deadline = std::time::Instant::now() + STOP_TIMEOUT;
+        loop {
+            let running = Command::new("ssh")
+                .args(&ssh.args)
+                // "[/]…": a pattern that does not match this shell's own command line.
+                .arg(format!(
+                    "pgrep -f '[/]{}' >/dev/null",
+                    config_path.trim_start_matches('/')
+                ))
+                .status()
+                .context("ssh (pgrep)")?;
+            if !running.success() {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("node {id} still runs on its host {STOP_TIMEOUT:?} after its session ended");
+            }
+            std::thread::sleep(POLL);
+        }
+        let bin = self.bin.display().to_string();
+        let node = self.node_mut(id)?;
+        if node.tunnel.is_none() {
+            let local_port = node.http.rsplit(':').next().unwrap_or_default().to_owned();
+            let tunnel = Command::new("ssh")
+                .args(["-N", "-o", "ExitOnForwardFailure=yes", "-L"])
+                .arg(format!("127.0.0.1:{local_port}:{}", node.http_listen))
+                .args(&ssh.args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("ssh (API tunnel)")?;
+            node.tunnel = Some(tunnel);
+        }
+        let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+        let child = Command::new("ssh")
+            .arg("-tt")
+            .args(&ssh.args)
+            .arg(format!(
+                "RUST_LOG={rust_log} exec {bin} run --config '{config_path}'"
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting node {id} over ssh"))?;
         node.child = Some(child);
         Ok(())
     }
@@ -722,7 +844,10 @@ impl LabGroup {
 impl Drop for LabGroup {
     fn drop(&mut self) {
         for node in &mut self.nodes {
-            if let Some(mut child) = node.child.take() {
+            for mut child in [node.child.take(), node.tunnel.take()]
+                .into_iter()
+                .flatten()
+            {
                 let _ = child.kill();
                 let _ = child.wait();
             }

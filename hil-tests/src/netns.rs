@@ -125,8 +125,9 @@ impl SiteNetwork {
     pub fn hosts(&self) -> Vec<NodeHost> {
         (1..=self.gateways)
             .map(|i| NodeHost {
-                ip: self.gateway_ip(i),
+                ip: Some(self.gateway_ip(i)),
                 netns: Some(self.namespace(i)),
+                ..NodeHost::default()
             })
             .collect()
     }

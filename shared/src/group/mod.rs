@@ -737,6 +737,9 @@ mod tests {
         let later = clock.reading(0);
         assert!(later >= 10_000, "{later}");
         std::thread::sleep(std::time::Duration::from_millis(20));
-        assert!(clock.reading(0) >= later + 20, "advances with monotonic time");
+        assert!(
+            clock.reading(0) >= later + 20,
+            "advances with monotonic time"
+        );
     }
 }
