@@ -1,7 +1,9 @@
 //! A small Jepsen-style rig: concurrent clients on a few keys record every invocation and
-//! completion (unknown outcomes as such) while a nemesis injects faults; at the end the
-//! group is healed, each key's history is checked for linearizability, and every replica must
-//! hold the same state.
+//! completion (unknown outcomes as such), and appenders add events to a stream, while a
+//! nemesis injects faults (partitions, leader kill -9, pauses, lossy links, membership
+//! changes); at the end the group is healed, each key's history is checked for
+//! linearizability, every acknowledged append must be in the stream exactly once at its seq
+//! on every replica, and every replica must hold the same state.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +40,80 @@ pub struct RigReport {
     pub verdicts: BTreeMap<String, String>,
     pub violations: usize,
     pub converged: bool,
+    /// Stream appends acknowledged, and with unknown outcome.
+    pub appends_acked: usize,
+    pub appends_unknown: usize,
+    /// Acknowledged appends missing from (or at another seq in) some replica's stream.
+    pub appends_lost: usize,
+    /// Appends present more than once in some replica's stream.
+    pub appends_duplicated: usize,
+}
+
+/// The stream the appenders write.
+const STREAM: &str = "rig-events";
+/// Concurrent appenders.
+const APPENDERS: usize = 2;
+
+/// Acknowledged appends (payload → seq) and the count of unknown outcomes.
+#[derive(Default)]
+struct Appends {
+    acked: Mutex<BTreeMap<String, u64>>,
+    unknown: std::sync::atomic::AtomicUsize,
+}
+
+/// One appender: unique payloads at random nodes, each sent once without an idempotency key
+/// (a retry could legitimately apply twice); a failure is an unknown outcome.
+async fn appender(
+    id: usize,
+    urls: Vec<String>,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+    out: Arc<Appends>,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_default();
+    let mut rng = Rng(seed | 1);
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let payload = format!("a{id}-{n}");
+        let url = format!(
+            "{}/v1/streams/{STREAM}",
+            urls[rng.next(urls.len() as u64) as usize]
+        );
+        let answer = crate::request(
+            &http,
+            Method::POST,
+            &url,
+            &[],
+            Some(payload.clone().into_bytes()),
+        )
+        .await;
+        match answer {
+            Ok(a) if a.status == 200 => match a.json()["seq"].as_u64() {
+                Some(seq) => {
+                    out.acked
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(payload, seq);
+                }
+                None => {
+                    out.unknown.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+            // Refused before it was sent, or answered with a definite refusal: not applied.
+            Err(e)
+                if e.downcast_ref::<reqwest::Error>()
+                    .is_some_and(|e| e.is_connect()) => {}
+            Ok(a) if a.status == 400 || a.status == 404 || a.status == 413 => {}
+            _ => {
+                out.unknown.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 struct Rng(u64);
@@ -186,6 +262,81 @@ fn signal(pid: u32, sig: &str) {
         .status();
 }
 
+/// Adds node `joiner` to the group (learner, caught up, promoted to voter) while writes go
+/// on, keeps it for `hold`, then removes it and stops it. Each step is retried until it
+/// succeeds or `MEMBERSHIP_STEP` passes.
+async fn membership_change(
+    group: &mut LabGroup,
+    joiner: u64,
+    hold: Duration,
+) -> anyhow::Result<String> {
+    group.spawn_joiner(joiner).await?;
+    let node = group.node(joiner)?;
+    let body = serde_json::json!({
+        "id": joiner,
+        "raft": node.raft_advertise.to_string(),
+        "http": node.http,
+    })
+    .to_string();
+    let base = group.url(1);
+    let steps = [
+        (Method::POST, format!("{base}/v1/members"), Some(body)),
+        (
+            Method::POST,
+            format!("{base}/v1/members/{joiner}/promote"),
+            None,
+        ),
+    ];
+    for (method, url, body) in steps {
+        membership_step(group, method, &url, body).await?;
+    }
+    tokio::time::sleep(hold).await;
+    membership_step(
+        group,
+        Method::DELETE,
+        &format!("{base}/v1/members/{joiner}"),
+        None,
+    )
+    .await?;
+    group.stop(joiner).await?;
+    Ok(format!(
+        "add node {joiner} (learner, then voter), remove it"
+    ))
+}
+
+/// Longest one membership step may be retried (elections in between are fine).
+const MEMBERSHIP_STEP: Duration = Duration::from_secs(30);
+
+async fn membership_step(
+    group: &LabGroup,
+    method: Method,
+    url: &str,
+    body: Option<String>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + MEMBERSHIP_STEP;
+    loop {
+        let answer = crate::request(
+            &group.http,
+            method.clone(),
+            url,
+            &[],
+            body.clone().map(String::into_bytes),
+        )
+        .await;
+        match answer {
+            Ok(a) if a.status == 200 => return Ok(()),
+            other if Instant::now() > deadline => {
+                let why = match other {
+                    Ok(a) => format!("{} {}", a.status, a.text()),
+                    Err(e) => e.to_string(),
+                };
+                anyhow::bail!("{method} {url}: {why}");
+            }
+            _ => tokio::time::sleep(crate::POLL).await,
+        }
+    }
+}
+
 /// The applied seq every node reports, if they all report the same.
 async fn common_applied_seq(group: &LabGroup, ids: &[u64]) -> Option<u64> {
     let mut seqs = Vec::new();
@@ -226,8 +377,19 @@ pub async fn run(group: &mut LabGroup, config: &RigConfig) -> anyhow::Result<Rig
             history.clone(),
         )));
     }
+    let appends = Arc::new(Appends::default());
+    for a in 0..APPENDERS {
+        clients.push(tokio::spawn(appender(
+            a,
+            urls.clone(),
+            config.seed.wrapping_add(1_000_003 + a as u64),
+            stop.clone(),
+            appends.clone(),
+        )));
+    }
     let mut report = RigReport::default();
     let mut rng = Rng(config.seed | 1);
+    let mut next_joiner = ids.iter().max().copied().unwrap_or(0) + 1;
     let half = config.fault_interval / 2;
     // Fault kinds rotate (from a seed-chosen start) so even a short run sees each of them;
     // victims are drawn at random.
@@ -236,7 +398,12 @@ pub async fn run(group: &mut LabGroup, config: &RigConfig) -> anyhow::Result<Rig
         tokio::time::sleep(half).await;
         let victim = ids[rng.next(ids.len() as u64) as usize];
         kind += 1;
-        let fault = match kind % 4 {
+        let fault = match kind % 5 {
+            4 => {
+                let joiner = next_joiner;
+                next_joiner += 1;
+                membership_change(group, joiner, half).await?
+            }
             0 => {
                 let rest: Vec<u64> = ids.iter().copied().filter(|i| *i != victim).collect();
                 group.partition(&[victim], &rest)?;
@@ -306,6 +473,42 @@ pub async fn run(group: &mut LabGroup, config: &RigConfig) -> anyhow::Result<Rig
         }
     }
     report.converged = same_values;
+
+    // Every acknowledged append exactly once at its seq, on every replica, in seq order.
+    let acked = appends
+        .acked
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    report.appends_acked = acked.len();
+    report.appends_unknown = appends.unknown.load(Ordering::Relaxed);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    for &id in &ids {
+        let url = format!("{}/v1/streams/{STREAM}", group.url(id));
+        let stream = crate::hil::stream_at(&http, &url).await?;
+        let mut seen: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut duplicated = 0;
+        for (seq, payload) in &stream {
+            if seen.insert(payload.as_str(), *seq).is_some() {
+                duplicated += 1;
+            }
+        }
+        let in_order = stream.windows(2).all(|w| w[0].0 < w[1].0);
+        let lost = acked
+            .iter()
+            .filter(|(p, seq)| seen.get(p.as_str()) != Some(seq))
+            .count();
+        report.appends_lost = report.appends_lost.max(lost);
+        report.appends_duplicated = report.appends_duplicated.max(duplicated);
+        if !in_order {
+            report.appends_duplicated = report.appends_duplicated.max(1);
+            report
+                .faults
+                .push(format!("node {id}'s stream is not in seq order"));
+        }
+    }
 
     let history = std::mem::take(&mut *history.lock().unwrap_or_else(|p| p.into_inner()));
     for (key, ops) in history {

@@ -1,6 +1,8 @@
-//! A short run of the fault rig in CI: partitions, leader kill -9, pauses and packet loss
-//! under a concurrent KV workload; every key's history must be linearizable and the
-//! replicas must converge. Longer runs: `openclaw-rig --seconds N`.
+//! A short run of the fault rig in CI: partitions, leader kill -9, pauses, packet loss and a
+//! membership change (a node added and removed) under a concurrent KV workload and stream
+//! appends; every key's history must be linearizable, every acknowledged append present once
+//! at its seq on every replica, and the replicas must converge. Longer runs:
+//! `openclaw-rig --seconds N`.
 
 use std::time::Duration;
 
@@ -47,4 +49,19 @@ async fn short_fault_run_finds_no_violation() {
         report.verdicts
     );
     assert!(report.converged, "replicas did not converge");
+    assert!(
+        report.appends_acked > 20,
+        "too few appends: {}",
+        report.appends_acked
+    );
+    assert_eq!(report.appends_lost, 0, "acknowledged appends lost");
+    assert_eq!(
+        report.appends_duplicated, 0,
+        "appends duplicated or out of order"
+    );
+    assert!(
+        report.faults.iter().any(|f| f.starts_with("add node")),
+        "no membership change: {:?}",
+        report.faults
+    );
 }

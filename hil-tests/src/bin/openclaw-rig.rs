@@ -35,6 +35,7 @@ struct Args {
 async fn main() -> ExitCode {
     let args = Args::parse();
     let (mut operations, mut faults, mut violations, mut diverged) = (0, 0, 0, 0);
+    let (mut appends, mut lost, mut duplicated) = (0, 0, 0);
     for n in 0..args.runs {
         let seed = args.seed + n;
         let Ok(dir) = tempfile::tempdir() else {
@@ -56,9 +57,14 @@ async fn main() -> ExitCode {
         match report {
             Ok(r) => {
                 println!(
-                    "run {n} seed {seed}: {} ops ({} unknown), {} faults, {} violations, converged {}",
+                    "run {n} seed {seed}: {} ops ({} unknown), {} appends ({} unknown, {} lost, \
+                     {} duplicated), {} faults, {} violations, converged {}",
                     r.operations,
                     r.unknown,
+                    r.appends_acked,
+                    r.appends_unknown,
+                    r.appends_lost,
+                    r.appends_duplicated,
                     r.faults.len(),
                     r.violations,
                     r.converged
@@ -70,6 +76,9 @@ async fn main() -> ExitCode {
                 faults += r.faults.len();
                 violations += r.violations;
                 diverged += usize::from(!r.converged);
+                appends += r.appends_acked;
+                lost += r.appends_lost;
+                duplicated += r.appends_duplicated;
             }
             Err(e) => {
                 eprintln!("run {n} seed {seed} failed: {e:#}");
@@ -78,10 +87,12 @@ async fn main() -> ExitCode {
         }
     }
     println!(
-        "summary: {} runs, {operations} operations checked, {faults} faults, {violations} violations, {diverged} diverged",
+        "summary: {} runs, {operations} operations checked, {appends} appends checked, {faults} \
+         faults, {violations} violations, {lost} lost and {duplicated} duplicated appends, \
+         {diverged} diverged",
         args.runs
     );
-    if violations + diverged == 0 {
+    if violations + diverged + lost + duplicated == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
