@@ -2,8 +2,9 @@
 # The one test command: builds every binary (cluster tests start real processes) and the
 # aarch64 gateway build, runs every test in the workspace (the emulated-gateway scenario
 # included), checks the HTTP API contract black-box against a lab, runs the bench in a tiny
-# configuration so it keeps working (its figures are not judged here), and — under CI, as it
-# installs packages on the machine — the package lifecycle test.
+# configuration so it keeps working (its figures are not judged here), fuzzes every decoder
+# for FUZZ_SECONDS (default 10) each, and — under CI, as it installs packages on the
+# machine — the package lifecycle test.
 #
 # Installs what it needs when missing (root, Debian): qemu-user-static, libc6-arm64-cross (the
 # emulated gateways' glibc), iproute2, socat, faketime (clock jumps), openssh-server (the
@@ -34,4 +35,6 @@ else
 fi
 target/debug/openclaw-bench --seconds 1 --clients 1,4 --read-clients 2 --nodes 1 >/dev/null
 echo "bench smoke run: ok"
+# Every decoder of untrusted bytes, fuzzed briefly (cargo-fuzz on nightly; installs it).
+shared/fuzz/run.sh "${FUZZ_SECONDS:-10}"
 bash cross/test-packages.sh

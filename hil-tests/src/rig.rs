@@ -358,8 +358,25 @@ pub fn group_options() -> crate::GroupOptions {
     }
 }
 
-/// Runs the workload and the nemesis on `group` (started with relays), then checks.
-pub async fn run(group: &mut LabGroup, config: &RigConfig) -> anyhow::Result<RigReport> {
+/// A hub group for the rig: relays on, so the nemesis can cut the uplink; its addresses apart
+/// from the site's.
+pub fn hub_options() -> crate::GroupOptions {
+    crate::GroupOptions {
+        kind: crate::GroupKind::Hub,
+        site: crate::lab::HUB_GROUP.into(),
+        ip_base: 16 * 6,
+        ..group_options()
+    }
+}
+
+/// Runs the workload and the nemesis on `group` (started with relays), then checks. With a
+/// `hub` (started with relays, `group` shipping to it), the nemesis also cuts the uplink,
+/// and the hub's copy of the stream must equal every replica's.
+pub async fn run(
+    group: &mut LabGroup,
+    hub: Option<&LabGroup>,
+    config: &RigConfig,
+) -> anyhow::Result<RigReport> {
     let ids = group.ids();
     let urls: Vec<String> = ids.iter().map(|id| group.url(*id)).collect();
     let started = Instant::now();
@@ -398,7 +415,16 @@ pub async fn run(group: &mut LabGroup, config: &RigConfig) -> anyhow::Result<Rig
         tokio::time::sleep(half).await;
         let victim = ids[rng.next(ids.len() as u64) as usize];
         kind += 1;
-        let fault = match kind % 5 {
+        let kinds = if hub.is_some() { 6 } else { 5 };
+        let fault = match kind % kinds {
+            5 => {
+                let hub = hub.context("uplink cut without a hub")?;
+                let sources = group.ips();
+                hub.block_sources(&sources, true)?;
+                tokio::time::sleep(half).await;
+                hub.block_sources(&sources, false)?;
+                "cut the uplink to the hub".to_string()
+            }
             4 => {
                 let joiner = next_joiner;
                 next_joiner += 1;
@@ -485,9 +511,52 @@ pub async fn run(group: &mut LabGroup, config: &RigConfig) -> anyhow::Result<Rig
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
-    for &id in &ids {
-        let url = format!("{}/v1/streams/{STREAM}", group.url(id));
-        let stream = crate::hil::stream_at(&http, &url).await?;
+    let mut copies: Vec<(String, String)> = ids
+        .iter()
+        .map(|id| {
+            (
+                format!("node {id}"),
+                format!("{}/v1/streams/{STREAM}", group.url(*id)),
+            )
+        })
+        .collect();
+    if let Some(hub) = hub {
+        // The hub holds the site's log once it has shipped through the replicas' last seq.
+        let site = group.options.site.clone();
+        let last = converged_seq.unwrap_or(0);
+        let path = format!("/v1/sites/{site}");
+        let shipped = crate::wait_until(CONVERGE_TIMEOUT, "the hub caught up", || async {
+            hub.get_json(1, &path)
+                .await
+                .ok()
+                .and_then(|v| v["shipped_through"].as_u64())
+                .is_some_and(|s| s >= last)
+        })
+        .await;
+        if shipped.is_err() {
+            report.converged = false;
+            report
+                .faults
+                .push(format!("the hub did not reach seq {last}"));
+        }
+        copies.push((
+            "the hub".into(),
+            format!("{}/v1/sites/{site}/streams/{STREAM}", hub.url(1)),
+        ));
+    }
+    let mut reference: Option<Vec<(u64, String)>> = None;
+    for (name, url) in &copies {
+        let stream = crate::hil::stream_at(&http, url).await?;
+        match &reference {
+            None => reference = Some(stream.clone()),
+            Some(r) if *r != stream => {
+                report.converged = false;
+                report
+                    .faults
+                    .push(format!("{name}'s stream differs from node {}'s", ids[0]));
+            }
+            Some(_) => {}
+        }
         let mut seen: BTreeMap<&str, u64> = BTreeMap::new();
         let mut duplicated = 0;
         for (seq, payload) in &stream {
@@ -506,7 +575,7 @@ pub async fn run(group: &mut LabGroup, config: &RigConfig) -> anyhow::Result<Rig
             report.appends_duplicated = report.appends_duplicated.max(1);
             report
                 .faults
-                .push(format!("node {id}'s stream is not in seq order"));
+                .push(format!("{name}'s stream is not in seq order"));
         }
     }
 

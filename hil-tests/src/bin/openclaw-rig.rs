@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use openclaw_hil_tests::rig::{group_options, run, RigConfig};
-use openclaw_hil_tests::LabGroup;
+use openclaw_hil_tests::rig::{group_options, hub_options, run, RigConfig};
+use openclaw_hil_tests::{GroupOptions, LabGroup, UplinkOptions};
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +29,30 @@ struct Args {
     /// Seconds between fault starts.
     #[arg(long, default_value_t = 4)]
     fault_interval: u64,
+    /// Run the edge group alone (by default it ships to a one-node hub, whose copy of the
+    /// stream is checked too, and the nemesis also cuts the uplink).
+    #[arg(long)]
+    no_hub: bool,
+}
+
+/// One run on fresh groups in `dir`.
+async fn one_run(
+    dir: &std::path::Path,
+    no_hub: bool,
+    config: &RigConfig,
+) -> anyhow::Result<openclaw_hil_tests::rig::RigReport> {
+    if no_hub {
+        let mut group = LabGroup::start_ready(dir, 3, group_options()).await?;
+        return run(&mut group, None, config).await;
+    }
+    let hub = LabGroup::start_ready(&dir.join("hub"), 1, hub_options()).await?;
+    let options = GroupOptions {
+        ca_dir: Some(hub.dir.join("certs")),
+        uplink: Some(UplinkOptions::to(&hub)),
+        ..group_options()
+    };
+    let mut group = LabGroup::start_ready(&dir.join("site"), 3, options).await?;
+    run(&mut group, Some(&hub), config).await
 }
 
 #[tokio::main]
@@ -42,7 +66,6 @@ async fn main() -> ExitCode {
             eprintln!("error: no temporary directory");
             return ExitCode::from(1);
         };
-        let options = group_options();
         let config = RigConfig {
             clients: args.clients,
             keys: args.keys,
@@ -50,10 +73,7 @@ async fn main() -> ExitCode {
             fault_interval: Duration::from_secs(args.fault_interval),
             seed,
         };
-        let report = match LabGroup::start_ready(dir.path(), 3, options).await {
-            Ok(mut group) => run(&mut group, &config).await,
-            Err(e) => Err(e),
-        };
+        let report = one_run(dir.path(), args.no_hub, &config).await;
         match report {
             Ok(r) => {
                 println!(
