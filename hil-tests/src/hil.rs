@@ -20,6 +20,16 @@ use crate::{request, wait_until, LabGroup};
 
 const STREAM: &str = "telemetry";
 
+/// The hub of a HIL run: one native node on this machine's loopback.
+pub fn hub_options() -> crate::GroupOptions {
+    crate::GroupOptions {
+        kind: crate::GroupKind::Hub,
+        site: crate::lab::HUB_GROUP.into(),
+        ip_base: 16 * 3,
+        ..crate::GroupOptions::fast()
+    }
+}
+
 /// How long each step may take, and how much each phase writes.
 #[derive(Clone, Copy, Debug)]
 pub struct ScenarioOptions {

@@ -542,34 +542,16 @@ async fn point_in_time_restore_and_backup_reproduce_the_state() {
         .get_json(1, "/v1/feed?cursor=0&limit=1000")
         .await
         .expect("feed");
-    let at = &feed["events"][30];
-    let ms: u64 = at["hlc"]
-        .as_str()
-        .and_then(|h| h.split('.').next())
-        .and_then(|m| m.parse().ok())
-        .expect("hlc ms");
-    let restored = start_prepared(
+    let from_hub = hub.url(1);
+    restore_as_of_time(
         dir.path(),
         "pitr-time",
         90,
-        &[
-            "restore",
-            "--from-hub",
-            &hub.url(1),
-            "--as-of-ms",
-            &ms.to_string(),
-        ],
+        &["--from-hub", &from_hub],
+        &feed["events"][30],
+        &ops,
     )
     .await;
-    let upto = restored.status(1).await.expect("status")["applied_seq"]
-        .as_u64()
-        .expect("seq");
-    assert!(upto >= at["seq"].as_u64().expect("seq") && upto <= last);
-    assert_eq!(
-        node_state(&restored, 1).await,
-        replay(&ops, upto),
-        "as of {ms} ms"
-    );
 
     // A backup of the live node restores its exact state into a new directory.
     let (late, late_at) = backup(dir.path(), site, "late");
@@ -653,37 +635,19 @@ async fn point_in_time_restore_and_backup_reproduce_the_state() {
     }
     // As of a time, at the edge: everything stamped up to a later event's HLC time.
     let at = &feed["events"][45];
-    let at_seq = at["seq"].as_u64().expect("seq");
-    assert!(at_seq > early_at, "event {at} is after the early backup");
-    let ms: u64 = at["hlc"]
-        .as_str()
-        .and_then(|h| h.split('.').next())
-        .and_then(|m| m.parse().ok())
-        .expect("hlc ms");
-    let restored = start_prepared(
+    assert!(
+        at["seq"].as_u64().expect("seq") > early_at,
+        "event {at} is after the early backup"
+    );
+    let restored = restore_as_of_time(
         dir.path(),
         "edge-pitr-time",
         103,
-        &[
-            "restore",
-            "--from-backup",
-            early_str,
-            "--log-from",
-            late_str,
-            "--as-of-ms",
-            &ms.to_string(),
-        ],
+        &["--from-backup", early_str, "--log-from", late_str],
+        at,
+        &ops,
     )
     .await;
-    let upto = restored.status(1).await.expect("status")["applied_seq"]
-        .as_u64()
-        .expect("seq");
-    assert!(upto >= at_seq && upto <= last, "as of {ms} ms: seq {upto}");
-    assert_eq!(
-        node_state(&restored, 1).await,
-        replay(&ops, upto),
-        "edge as of {ms} ms"
-    );
 
     // Points the files at hand do not cover are refused, name the range, and leave no store.
     let past_end = (last + 1).to_string();
@@ -730,6 +694,40 @@ async fn point_in_time_restore_and_backup_reproduce_the_state() {
             data.display()
         );
     }
+}
+
+/// Restores (`from`: where from) as of the HLC time of feed event `at` into a new one-node
+/// group, and checks it holds exactly a replay of `ops` up to a seq at or after `at`'s.
+async fn restore_as_of_time(
+    lab_dir: &Path,
+    name: &str,
+    ip_block: u32,
+    from: &[&str],
+    at: &Value,
+    ops: &[(u64, Op)],
+) -> LabGroup {
+    let ms: u64 = at["hlc"]
+        .as_str()
+        .and_then(|h| h.split('.').next())
+        .and_then(|m| m.parse().ok())
+        .expect("hlc ms");
+    let last = ops.last().map(|(s, _)| *s).expect("writes");
+    let ms_arg = ms.to_string();
+    let mut args = vec!["restore"];
+    args.extend_from_slice(from);
+    args.extend(["--as-of-ms", &ms_arg]);
+    let restored = start_prepared(lab_dir, name, ip_block, &args).await;
+    let upto = restored.status(1).await.expect("status")["applied_seq"]
+        .as_u64()
+        .expect("seq");
+    let at_seq = at["seq"].as_u64().expect("seq");
+    assert!(upto >= at_seq && upto <= last, "as of {ms} ms: seq {upto}");
+    assert_eq!(
+        node_state(&restored, 1).await,
+        replay(ops, upto),
+        "{name}: as of {ms} ms"
+    );
+    restored
 }
 
 /// Takes a backup of node 1 of `g` into `dir/NAME.backup`; returns it and its state's seq.

@@ -14,10 +14,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use openclaw_hil_tests::hil::{self, ScenarioOptions};
-use openclaw_hil_tests::lab::{site_name, HUB_GROUP};
+use openclaw_hil_tests::lab::site_name;
 use openclaw_hil_tests::netns::SiteNetwork;
 use openclaw_hil_tests::relay::{Faults, Relay};
-use openclaw_hil_tests::{GroupKind, GroupOptions, LabGroup, UplinkOptions, HOST_HTTP_PORT};
+use openclaw_hil_tests::{GroupOptions, LabGroup, UplinkOptions, HOST_HTTP_PORT};
 
 /// qemu-user with Debian's aarch64 glibc (package libc6-arm64-cross) as the gateway's root.
 const DEFAULT_EMULATOR: &str = "qemu-aarch64-static -L /usr/aarch64-linux-gnu";
@@ -51,18 +51,9 @@ async fn emulated_gateways_survive_power_cut_uplink_flap_and_site_reboot() {
     let dir = tempfile::tempdir().expect("tempdir");
 
     // The hub (native) and the cellular uplink in front of it, on the site LAN's router side.
-    let hub = LabGroup::start_ready(
-        &dir.path().join("hub"),
-        1,
-        GroupOptions {
-            kind: GroupKind::Hub,
-            site: HUB_GROUP.into(),
-            ip_base: 16 * 3,
-            ..GroupOptions::fast()
-        },
-    )
-    .await
-    .expect("hub");
+    let hub = LabGroup::start_ready(&dir.path().join("hub"), 1, hil::hub_options())
+        .await
+        .expect("hub");
     let uplink = Relay::start(
         SocketAddr::new(net.bridge_ip(), 0),
         hub.nodes[0].raft_listen,

@@ -13,11 +13,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 use openclaw_hil_tests::hil::{self, ScenarioOptions};
-use openclaw_hil_tests::lab::HUB_GROUP;
 use openclaw_hil_tests::relay::{Faults, Relay};
-use openclaw_hil_tests::{
-    binary, GroupKind, GroupOptions, LabGroup, NodeHost, SshHost, UplinkOptions,
-};
+use openclaw_hil_tests::{binary, GroupOptions, LabGroup, NodeHost, SshHost, UplinkOptions};
 use serde::Deserialize;
 
 #[derive(Parser)]
@@ -136,18 +133,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
 
-    let hub = LabGroup::start_ready(
-        &dir.join("hub"),
-        1,
-        GroupOptions {
-            kind: GroupKind::Hub,
-            site: HUB_GROUP.into(),
-            ip_base: 16 * 3,
-            ..GroupOptions::fast()
-        },
-    )
-    .await
-    .context("starting the hub")?;
+    let hub = LabGroup::start_ready(&dir.join("hub"), 1, hil::hub_options())
+        .await
+        .context("starting the hub")?;
     let uplink = Relay::start(
         SocketAddr::new(devices.hub_address, 0),
         hub.nodes[0].raft_listen,
