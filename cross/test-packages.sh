@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Package lifecycle test: builds the x86_64 .deb from BIN_DIR (default target/debug: the
-# package scripts are under test, not the build) and installs, upgrades, removes and purges it
+# Package lifecycle test: builds the x86_64 .deb from BIN_DIR (default target/debug, stripped:
+# the package scripts are under test, not the build) and installs, upgrades, removes and purges it
 # on THIS machine as root, checking that the data and edited configs survive, the user and
 # directories are right, and `systemd-analyze verify` passes on the installed units.
 # It changes the system: it runs only under CI=true or OPENCLAW_PACKAGE_TEST=1.
@@ -11,10 +11,16 @@ if [ "${CI:-}" != true ] && [ "${OPENCLAW_PACKAGE_TEST:-}" != 1 ]; then
   exit 0
 fi
 [ "$(id -u)" = 0 ] || { echo "package test needs root" >&2; exit 1; }
-export BIN_DIR=${BIN_DIR:-target/debug}
 fail() { echo "package test FAILED: $*" >&2; exit 1; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# Stripped copies: a debug build is ~200 MB of symbols that would only slow compression.
+mkdir -p "$work/bin"
+for d in edge hub; do
+  cp "${BIN_DIR:-target/debug}/openclaw-$d" "$work/bin/"
+  strip "$work/bin/openclaw-$d"
+done
+export BIN_DIR="$work/bin"
 
 VERSION=0.0.1 DAEMONS="edge hub" cross/package.sh x86_64 >/dev/null
 cp dist/pkg/openclaw-edge_0.0.1_amd64.deb dist/pkg/openclaw-hub_0.0.1_amd64.deb "$work/"

@@ -374,7 +374,7 @@ pub fn hub_options() -> crate::GroupOptions {
 /// and the hub's copy of the stream must equal every replica's.
 pub async fn run(
     group: &mut LabGroup,
-    hub: Option<&LabGroup>,
+    mut hub: Option<&mut LabGroup>,
     config: &RigConfig,
 ) -> anyhow::Result<RigReport> {
     let ids = group.ids();
@@ -415,10 +415,19 @@ pub async fn run(
         tokio::time::sleep(half).await;
         let victim = ids[rng.next(ids.len() as u64) as usize];
         kind += 1;
-        let kinds = if hub.is_some() { 6 } else { 5 };
+        let kinds = if hub.is_some() { 7 } else { 5 };
         let fault = match kind % kinds {
+            6 => {
+                let hub = hub.as_deref_mut().context("hub fault without a hub")?;
+                let hub_ids = hub.ids();
+                let leader = hub.leader(&hub_ids).await.unwrap_or(hub_ids[0]);
+                hub.kill9(leader)?;
+                tokio::time::sleep(half).await;
+                hub.restart(leader)?;
+                format!("kill -9 hub leader {leader}, restart")
+            }
             5 => {
-                let hub = hub.context("uplink cut without a hub")?;
+                let hub = hub.as_deref().context("uplink cut without a hub")?;
                 let sources = group.ips();
                 hub.block_sources(&sources, true)?;
                 tokio::time::sleep(half).await;
@@ -520,7 +529,7 @@ pub async fn run(
             )
         })
         .collect();
-    if let Some(hub) = hub {
+    if let Some(hub) = hub.as_deref() {
         // The hub holds the site's log once it has shipped through the replicas' last seq.
         let site = group.options.site.clone();
         let last = converged_seq.unwrap_or(0);

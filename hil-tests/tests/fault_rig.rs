@@ -1,5 +1,6 @@
 //! A short run of the fault rig in CI: partitions, leader kill -9, pauses, packet loss, a
-//! membership change (a node added and removed) and an uplink cut under a concurrent KV
+//! membership change (a node added and removed), an uplink cut and a hub kill -9 under a
+//! concurrent KV
 //! workload and stream appends shipped to a hub; every key's history must be linearizable,
 //! every acknowledged append present once at its seq on every replica and at the hub, and the
 //! replicas must converge. Longer runs:
@@ -13,7 +14,7 @@ use openclaw_hil_tests::{GroupOptions, LabGroup, UplinkOptions};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_fault_run_finds_no_violation() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let hub = LabGroup::start_ready(&dir.path().join("hub"), 1, hub_options())
+    let mut hub = LabGroup::start_ready(&dir.path().join("hub"), 1, hub_options())
         .await
         .expect("hub");
     let options = GroupOptions {
@@ -27,11 +28,11 @@ async fn short_fault_run_finds_no_violation() {
     let config = RigConfig {
         clients: 6,
         keys: 4,
-        duration: Duration::from_secs(28),
+        duration: Duration::from_secs(32),
         fault_interval: Duration::from_secs(4),
         seed: 42,
     };
-    let report = run(&mut group, Some(&hub), &config).await.expect("rig");
+    let report = run(&mut group, Some(&mut hub), &config).await.expect("rig");
     eprintln!("{report:#?}");
     assert!(
         report.faults.len() >= 4,
@@ -74,6 +75,7 @@ async fn short_fault_run_finds_no_violation() {
         "10% loss",
         "add node",
         "cut the uplink",
+        "kill -9 hub leader",
     ] {
         assert!(
             report.faults.iter().any(|f| f.starts_with(family)),

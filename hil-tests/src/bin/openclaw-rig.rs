@@ -29,30 +29,34 @@ struct Args {
     /// Seconds between fault starts.
     #[arg(long, default_value_t = 4)]
     fault_interval: u64,
-    /// Run the edge group alone (by default it ships to a one-node hub, whose copy of the
+    /// Run the edge group alone (by default it ships to a hub group, whose copy of the
     /// stream is checked too, and the nemesis also cuts the uplink).
     #[arg(long)]
     no_hub: bool,
+    /// Nodes of the hub group (its leader is among the kill -9 victims).
+    #[arg(long, default_value_t = 1)]
+    hub_nodes: u64,
 }
 
 /// One run on fresh groups in `dir`.
 async fn one_run(
     dir: &std::path::Path,
     no_hub: bool,
+    hub_nodes: u64,
     config: &RigConfig,
 ) -> anyhow::Result<openclaw_hil_tests::rig::RigReport> {
     if no_hub {
         let mut group = LabGroup::start_ready(dir, 3, group_options()).await?;
         return run(&mut group, None, config).await;
     }
-    let hub = LabGroup::start_ready(&dir.join("hub"), 1, hub_options()).await?;
+    let mut hub = LabGroup::start_ready(&dir.join("hub"), hub_nodes, hub_options()).await?;
     let options = GroupOptions {
         ca_dir: Some(hub.dir.join("certs")),
         uplink: Some(UplinkOptions::to(&hub)),
         ..group_options()
     };
     let mut group = LabGroup::start_ready(&dir.join("site"), 3, options).await?;
-    run(&mut group, Some(&hub), config).await
+    run(&mut group, Some(&mut hub), config).await
 }
 
 #[tokio::main]
@@ -73,7 +77,7 @@ async fn main() -> ExitCode {
             fault_interval: Duration::from_secs(args.fault_interval),
             seed,
         };
-        let report = one_run(dir.path(), args.no_hub, &config).await;
+        let report = one_run(dir.path(), args.no_hub, args.hub_nodes, &config).await;
         match report {
             Ok(r) => {
                 println!(
