@@ -6,11 +6,12 @@
 # for FUZZ_SECONDS (default 10) each, and — under CI, as it installs packages on the
 # machine — the package lifecycle test.
 #
-# Installs what it needs when missing (root, Debian): qemu-user-static, libc6-arm64-cross (the
-# emulated gateways' glibc), iproute2, socat, faketime (clock jumps), openssh-server (the
-# real-device runner against loopback), and (via
-# cross/build.sh) zig and cargo-zigbuild from PyPI. HIL_PROFILE picks the aarch64 build's
-# profile (default dist, what ships).
+# Installs what it needs when missing (root, Debian): qemu-user-static and libc6-arm64-cross
+# (the emulated gateways and their glibc), binutils-multiarch (objdump for ARM binaries),
+# iproute2 and socat (namespaces), faketime (clock jumps), openssh-server (the real-device
+# runner against loopback), systemd (systemd-analyze verify); cross/build.sh installs zig
+# and cargo-zigbuild from PyPI, shared/fuzz/run.sh cargo-fuzz. HIL_PROFILE picks the aarch64
+# build's profile (default dist, what ships).
 set -euo pipefail
 cd "$(dirname "$0")"
 need=()
@@ -20,6 +21,8 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v socat >/dev/null || need+=(socat)
 command -v faketime >/dev/null || need+=(faketime)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+objdump --help 2>/dev/null | grep -q aarch64 || need+=(binutils-multiarch)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

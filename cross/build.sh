@@ -36,6 +36,7 @@ ensure_tools() {
   if ! command -v objdump >/dev/null || ! objdump --help | grep -q aarch64; then
     if command -v apt-get >/dev/null; then
       echo "installing binutils-multiarch (objdump for ARM binaries)" >&2
+      apt-get update -qq
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq binutils-multiarch >/dev/null
     fi
   fi

@@ -51,8 +51,8 @@ for t in "${TARGETS[@]}"; do
 done
 
 if ! rustup run "$TOOLCHAIN" rustc --version >/dev/null 2>&1; then
-    echo "the $TOOLCHAIN toolchain is missing (cargo-fuzz needs nightly: rustup toolchain install nightly)" >&2
-    exit 2
+    echo "== installing the $TOOLCHAIN toolchain (cargo-fuzz needs nightly)"
+    rustup toolchain install "$TOOLCHAIN" --profile minimal || exit 2
 fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "== installing cargo-fuzz"
