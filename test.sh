@@ -22,7 +22,7 @@ command -v socat >/dev/null || need+=(socat)
 command -v faketime >/dev/null || need+=(faketime)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v systemd-analyze >/dev/null || need+=(systemd)
-objdump --help 2>/dev/null | grep -q aarch64 || need+=(binutils-multiarch)
+objdump --help 2>/dev/null | grep aarch64 >/dev/null || need+=(binutils-multiarch)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

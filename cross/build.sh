@@ -33,7 +33,7 @@ ensure_tools() {
     python3 -m pip install --quiet --disable-pip-version-check ziglang cargo-zigbuild
     hash -r
   fi
-  if ! command -v objdump >/dev/null || ! objdump --help | grep -q aarch64; then
+  if ! command -v objdump >/dev/null || ! objdump --help | grep aarch64 >/dev/null; then
     if command -v apt-get >/dev/null; then
       echo "installing binutils-multiarch (objdump for ARM binaries)" >&2
       apt-get update -qq
