@@ -55,7 +55,7 @@ ensure_tools
 printf '%-32s %-15s %10s  %s\n' "target" "binary" "bytes" "needs glibc"
 for t in "${targets[@]}"; do
   tr=$(triple "$t")
-  rustup target list --installed | grep -qx "$tr" || rustup target add "$tr" >&2
+  rustup target list --installed | grep -x "$tr" >/dev/null || rustup target add "$tr" >&2
   cargo zigbuild --quiet --locked --profile "$PROFILE" --target "$tr.$GLIBC_FLOOR" \
     "${packages[@]}" --bins >&2
   mkdir -p "dist/$t"
