@@ -425,6 +425,17 @@ fn replace_state(ks: &Keyspaces, path: &Path) -> Result<SmMeta, StoreError> {
         path: path.to_owned(),
         source,
     };
+    // Check the whole file's structure first: a file that would fail part-way (an unknown
+    // tag, a bad length, a truncation) must fail while the old state is still there.
+    let mut check = BufReader::new(File::open(path).map_err(io)?);
+    read_header(path, &mut check)?;
+    read_records(path, &mut check, |tag, _, _| {
+        if tag != TAG_LOG && !sections(ks).iter().any(|(t, _)| *t == tag) {
+            return Err(corrupt(path, format!("unknown record tag {tag}")));
+        }
+        Ok(ControlFlow::Continue(()))
+    })?;
+
     let file = File::open(path).map_err(io)?;
     let mut reader = BufReader::new(file);
     let header = read_header(path, &mut reader)?;
@@ -596,6 +607,31 @@ mod tests {
             Err(StoreError::Corrupt { .. })
         ));
         assert!(matches!(describe(&path), Err(StoreError::Corrupt { .. })));
+    }
+
+    /// A file whose structure is bad further in (here an unknown record tag after a good
+    /// one) is refused before anything is cleared: the state it would replace stays.
+    #[test]
+    fn a_file_bad_part_way_leaves_the_state_untouched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            Store::open(&dir.path().join("store"), &StorageSection::default()).expect("store");
+        store.ks.kv.insert(b"kept", b"value").expect("insert");
+        let path = file_with(dir.path(), |out| {
+            out(TAG_KV, b"new", b"value")?;
+            out(0x7f, b"key", b"value")
+        });
+        assert!(matches!(
+            install_seed(&store.ks, &path),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert!(store.ks.kv.get(b"kept").expect("get").is_some());
+        assert!(store.ks.kv.get(b"new").expect("get").is_none());
+        assert!(
+            !super::super::state::load_meta(&store.ks)
+                .expect("meta")
+                .install_pending
+        );
     }
 
     /// Log records must follow each other; index u64::MAX has no successor (this overflowed,
