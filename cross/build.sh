@@ -31,8 +31,10 @@ ensure_tools() {
   if ! command -v cargo-zigbuild >/dev/null || ! python3 -m ziglang version >/dev/null 2>&1; then
     echo "installing cargo-zigbuild and zig (PyPI)" >&2
     python3 -m pip install --quiet --disable-pip-version-check ziglang cargo-zigbuild
-    hash -r
   fi
+  # pip puts the cargo-zigbuild script here, which need not be on PATH.
+  PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+  hash -r
   if ! command -v objdump >/dev/null || ! objdump --help | grep aarch64 >/dev/null; then
     if command -v apt-get >/dev/null; then
       echo "installing binutils-multiarch (objdump for ARM binaries)" >&2

@@ -268,10 +268,10 @@ impl LabGroup {
                         .with_context(|| format!("copying {file} from {}", ca.display()))?;
                 }
             }
-            None => match &options.tool {
-                Some(tool) => run(tool, &["certs", "ca", "--dir"], &certs)?,
-                None => run_with(&options.launcher, &bin, &["certs", "ca", "--dir"], &certs)?,
-            },
+            None => {
+                let (launcher, tool) = cert_tool(&options, &bin);
+                run_with(&launcher, &tool, &["certs", "ca", "--dir"], &certs)?
+            }
         }
         let mut group = LabGroup {
             dir: dir.to_owned(),
@@ -303,10 +303,7 @@ impl LabGroup {
 
     async fn prepare_node(&mut self, id: u64) -> anyhow::Result<()> {
         let certs = self.dir.join("certs");
-        let (launcher, tool) = match &self.options.tool {
-            Some(tool) => (Vec::new(), tool.clone()),
-            None => (self.options.launcher.clone(), self.bin.clone()),
-        };
+        let (launcher, tool) = cert_tool(&self.options, &self.bin);
         run_with(
             &launcher,
             &tool,
@@ -321,10 +318,7 @@ impl LabGroup {
             ],
             &certs,
         )?;
-        let host = usize::try_from(id - 1)
-            .ok()
-            .and_then(|i| self.options.hosts.get(i))
-            .cloned();
+        let host = self.host(id);
         let ip = host
             .as_ref()
             .and_then(|h| h.ip)
@@ -442,10 +436,7 @@ impl LabGroup {
             .create(true)
             .append(true)
             .open(log_path)?;
-        let host = usize::try_from(id - 1)
-            .ok()
-            .and_then(|i| self.options.hosts.get(i))
-            .cloned();
+        let host = self.host(id);
         if let Some(ssh) = host.as_ref().and_then(|h| h.ssh.clone()) {
             return self.spawn_over_ssh(id, &ssh, log);
         }
@@ -472,6 +463,12 @@ impl LabGroup {
             .with_context(|| format!("starting node {id}"))?;
         node.child = Some(child);
         Ok(())
+    }
+
+    /// Where node `id` runs, if not on loopback.
+    fn host(&self, id: u64) -> Option<NodeHost> {
+        let index = usize::try_from(id.checked_sub(1)?).ok()?;
+        self.options.hosts.get(index).cloned()
     }
 
     /// Starts node `id` on an ssh host: pushes its directory (config rewritten for the
@@ -857,6 +854,14 @@ impl Drop for LabGroup {
 
 pub fn run(bin: &Path, args: &[&str], dir: &Path) -> anyhow::Result<()> {
     run_with(&[], bin, args, dir)
+}
+
+/// The binary (and its launcher) that makes a group's certificates on this machine.
+fn cert_tool(options: &GroupOptions, bin: &Path) -> (Vec<String>, PathBuf) {
+    match &options.tool {
+        Some(tool) => (Vec::new(), tool.clone()),
+        None => (options.launcher.clone(), bin.to_owned()),
+    }
 }
 
 /// A command running `bin` behind `prefix` (e.g. `ip netns exec NS`, an emulator).

@@ -8,7 +8,8 @@
 //! Format: magic ‖ u32 header length ‖ header (codec) ‖ records ‖ END ‖ crc32 of all before.
 //! A record is tag ‖ u32 key length ‖ key ‖ u32 value length ‖ value, each length bounded
 //! before allocation. A backup is the same file plus the committed Raft log the node still
-//! holds (`TAG_LOG` records, index order), so it can be rolled forward (`restore`). A received file is checked end to end (crc) before anything is
+//! holds (`TAG_LOG` records, index order), so it can be rolled forward (`restore`). A
+//! received file is checked end to end (crc and every record's framing) before anything is
 //! cleared. Install is crash-safe: the file becomes `current.snap` and `install_pending` is
 //! made durable before the keyspaces are cleared, and `StateMachine::open` redoes an
 //! interrupted install.
@@ -307,16 +308,12 @@ pub(crate) fn write_site_seed(
 
 /// Edge: makes an empty store the state a seed file describes (checksum verified first).
 pub(crate) fn install_seed(ks: &Keyspaces, path: &Path) -> Result<SmMeta, StoreError> {
-    let file = File::open(path).map_err(|source| StoreError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    verify_checksum(path, &file)?;
+    validate(ks, path)?;
     replace_state(ks, path)
 }
 
 /// Reads and checks the header of a snapshot file, leaving `file` positioned at the records.
-fn read_header(path: &Path, file: &mut BufReader<File>) -> Result<Header, StoreError> {
+fn read_header(path: &Path, file: &mut impl Read) -> Result<Header, StoreError> {
     let io = |source| StoreError::Io {
         path: path.to_owned(),
         source,
@@ -392,7 +389,7 @@ pub(crate) fn install(
     incoming: SnapshotFile,
     dir: &Path,
 ) -> Result<SmMeta, StoreError> {
-    verify_checksum(&incoming.path, &incoming.file)?;
+    validate(ks, &incoming.path)?;
     let current = dir.join(CURRENT);
     if incoming.path != current {
         incoming.file.sync_all().map_err(|source| StoreError::Io {
@@ -411,31 +408,71 @@ pub(crate) fn install(
 /// Finishes an install that a crash interrupted (`install_pending` was durable).
 pub(crate) fn redo_install(ks: &Keyspaces, dir: &Path) -> Result<SmMeta, StoreError> {
     let current = dir.join(CURRENT);
-    let file = File::open(&current).map_err(|source| StoreError::Io {
-        path: current.clone(),
-        source,
-    })?;
-    verify_checksum(&current, &file)?;
+    validate(ks, &current)?;
     replace_state(ks, &current)
 }
 
-/// Replaces the state machine keyspaces with the contents of the (verified) snapshot file.
-fn replace_state(ks: &Keyspaces, path: &Path) -> Result<SmMeta, StoreError> {
+/// Checks a whole file in one read before anything is cleared: its crc and every record's
+/// framing and tag, so a file that would fail part-way (an unknown tag, a bad length, a
+/// truncation) fails while the old state is still there.
+fn validate(ks: &Keyspaces, path: &Path) -> Result<(), StoreError> {
     let io = |source| StoreError::Io {
         path: path.to_owned(),
         source,
     };
-    // Check the whole file's structure first: a file that would fail part-way (an unknown
-    // tag, a bad length, a truncation) must fail while the old state is still there.
-    let mut check = BufReader::new(File::open(path).map_err(io)?);
-    read_header(path, &mut check)?;
-    read_records(path, &mut check, |tag, _, _| {
+    let file = File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    if size < (MAGIC.len() + 4 + 1 + 4) as u64 {
+        return Err(corrupt(path, format!("only {size} bytes")));
+    }
+    let mut body = CrcReader {
+        inner: BufReader::new(file.take(size - 4)),
+        crc: crc32fast::Hasher::new(),
+    };
+    read_header(path, &mut body)?;
+    read_records(path, &mut body, |tag, _, _| {
         if tag != TAG_LOG && !sections(ks).iter().any(|(t, _)| *t == tag) {
             return Err(corrupt(path, format!("unknown record tag {tag}")));
         }
         Ok(ControlFlow::Continue(()))
     })?;
+    let mut trailing = [0u8; 1];
+    if body.read(&mut trailing).map_err(io)? != 0 {
+        return Err(corrupt(path, "bytes after the end record"));
+    }
+    let crc = body.crc.finalize();
+    let mut trailer = [0u8; 4];
+    body.inner
+        .into_inner()
+        .into_inner()
+        .read_exact(&mut trailer)
+        .map_err(io)?;
+    if crc != u32::from_be_bytes(trailer) {
+        return Err(corrupt(path, "checksum mismatch"));
+    }
+    Ok(())
+}
 
+/// Reads through, hashing what it reads.
+struct CrcReader<R: Read> {
+    inner: R,
+    crc: crc32fast::Hasher,
+}
+
+impl<R: Read> Read for CrcReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Replaces the state machine keyspaces with the contents of the (validated) snapshot file.
+fn replace_state(ks: &Keyspaces, path: &Path) -> Result<SmMeta, StoreError> {
+    let io = |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let file = File::open(path).map_err(io)?;
     let mut reader = BufReader::new(file);
     let header = read_header(path, &mut reader)?;
@@ -632,6 +669,33 @@ mod tests {
                 .expect("meta")
                 .install_pending
         );
+    }
+
+    /// A flipped byte, or bytes after the end record, fail the one validating read.
+    #[test]
+    fn a_bad_checksum_or_trailing_bytes_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            Store::open(&dir.path().join("store"), &StorageSection::default()).expect("store");
+        let path = file_with(dir.path(), |out| out(TAG_KV, b"k", b"value"));
+        let good = std::fs::read(&path).expect("read");
+        let mut flipped = good.clone();
+        flipped[good.len() - 8] ^= 1;
+        std::fs::write(&path, &flipped).expect("write");
+        assert!(matches!(
+            install_seed(&store.ks, &path),
+            Err(StoreError::Corrupt { .. })
+        ));
+        let mut longer = good[..good.len() - 4].to_vec();
+        longer.push(0);
+        longer.extend_from_slice(&good[good.len() - 4..]);
+        std::fs::write(&path, &longer).expect("write");
+        assert!(matches!(
+            install_seed(&store.ks, &path),
+            Err(StoreError::Corrupt { .. })
+        ));
+        std::fs::write(&path, &good).expect("write");
+        install_seed(&store.ks, &path).expect("the intact file installs");
     }
 
     /// Log records must follow each other; index u64::MAX has no successor (this overflowed,
