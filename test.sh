@@ -9,7 +9,8 @@
 # Installs what it needs when missing (root, Debian): qemu-user-static and libc6-arm64-cross
 # (the emulated gateways and their glibc), binutils-multiarch (objdump for ARM binaries),
 # iproute2 and socat (namespaces), faketime (clock jumps), openssh-server (the real-device
-# runner against loopback), systemd (systemd-analyze verify); cross/build.sh installs zig
+# runner against loopback), systemd (systemd-analyze verify), the fuse module (power cuts);
+# cross/build.sh installs zig
 # and cargo-zigbuild from PyPI, shared/fuzz/run.sh cargo-fuzz. HIL_PROFILE picks the aarch64
 # build's profile (default dist, what ships).
 set -euo pipefail
@@ -27,6 +28,10 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# The fault rig's power-cut disks are FUSE mounts made directly (root, no fusermount); as
+# root the power-cut tests must run, not skip.
+[ -e /dev/fuse ] || modprobe fuse || true
+if [ "$(id -u)" = 0 ]; then export OPENCLAW_REQUIRE_POWER_CUTS=1; fi
 cargo build --workspace --bins
 BINS=openclaw-edge PROFILE="${HIL_PROFILE:-dist}" cross/build.sh aarch64
 export OPENCLAW_HIL_EDGE_BIN="$PWD/dist/aarch64/openclaw-edge"

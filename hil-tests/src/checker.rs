@@ -6,7 +6,7 @@
 //! completion: it may have taken effect at any point after its invocation, or never. Values
 //! written are unique per history, so a read names the write it saw.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 /// The register state: the current value, if any.
 pub type State = Option<String>;
@@ -210,6 +210,37 @@ pub fn check(history: &[Operation], initial: State, max_steps: u64) -> Verdict {
             }
             cursor = next[cursor];
         }
+    }
+}
+
+/// What one copy of a stream says about the acknowledged appends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamVerdict {
+    /// Acknowledged appends missing, or at another seq than acknowledged.
+    pub lost: usize,
+    /// Payloads present more than once.
+    pub duplicated: usize,
+    /// Whether seqs strictly increase.
+    pub in_order: bool,
+}
+
+/// Checks a stream's `(seq, payload)` events against the acknowledged appends (payload →
+/// seq; payloads are unique per run).
+pub fn check_stream(acked: &BTreeMap<String, u64>, stream: &[(u64, String)]) -> StreamVerdict {
+    let mut seen: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut duplicated = 0;
+    for (seq, payload) in stream {
+        if seen.insert(payload.as_str(), *seq).is_some() {
+            duplicated += 1;
+        }
+    }
+    StreamVerdict {
+        lost: acked
+            .iter()
+            .filter(|(p, seq)| seen.get(p.as_str()) != Some(seq))
+            .count(),
+        duplicated,
+        in_order: stream.windows(2).all(|w| w[0].0 < w[1].0),
     }
 }
 
@@ -464,5 +495,34 @@ mod tests {
             violations > 300 && linearizable > 300,
             "{violations} / {linearizable}: both kinds exercised"
         );
+    }
+
+    #[test]
+    fn stream_check_counts_lost_moved_and_duplicated_appends() {
+        let acked: BTreeMap<String, u64> = [("a", 1), ("b", 2), ("c", 3)]
+            .into_iter()
+            .map(|(p, s)| (p.to_string(), s))
+            .collect();
+        let whole = vec![(1, "a".to_string()), (2, "b".into()), (3, "c".into())];
+        assert_eq!(
+            check_stream(&acked, &whole),
+            StreamVerdict {
+                lost: 0,
+                duplicated: 0,
+                in_order: true
+            }
+        );
+        let bad = vec![(1, "a".to_string()), (3, "b".into()), (4, "a".into())];
+        assert_eq!(
+            check_stream(&acked, &bad),
+            StreamVerdict {
+                lost: 3,
+                duplicated: 1,
+                in_order: true
+            },
+            "b moved, c missing, and a's second copy replaced its seq"
+        );
+        let unordered = vec![(2, "b".to_string()), (1, "a".into()), (3, "c".into())];
+        assert!(!check_stream(&acked, &unordered).in_order);
     }
 }

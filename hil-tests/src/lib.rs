@@ -8,6 +8,7 @@ pub mod hil;
 pub mod lab;
 pub mod memcg;
 pub mod netns;
+pub mod powercut;
 pub mod relay;
 pub mod rig;
 
@@ -121,6 +122,11 @@ pub struct GroupOptions {
     pub binary: Option<PathBuf>,
     /// A binary of this machine for making certificates, when `binary` does not run here.
     pub tool: Option<PathBuf>,
+    /// `[storage]` keys added to every node's config (e.g. `unsafe_no_fsync = true`).
+    pub storage: Vec<(String, String)>,
+    /// Put every node's data directory on its own power-cut disk (`powercut`; needs
+    /// /dev/fuse and root), so [`LabGroup::power_cut`] can drop what it never fsynced.
+    pub power_cut_disks: bool,
 }
 
 /// A node's own host: an address, and how the node is run there: in a network namespace
@@ -170,6 +176,8 @@ impl Default for GroupOptions {
             launcher: Vec::new(),
             binary: None,
             tool: None,
+            storage: Vec::new(),
+            power_cut_disks: false,
         }
     }
 }
@@ -200,6 +208,9 @@ pub struct LabNode {
     /// ssh hosts: the tunnel to the client API.
     tunnel: Option<Child>,
     relay: Option<Relay>,
+    /// Under `data/`, with `GroupOptions::power_cut_disks`. Dropped after the process is
+    /// killed (`LabGroup`'s drop), so the unmount never waits on a live node.
+    disk: Option<powercut::PowerCutDisk>,
 }
 
 impl LabNode {
@@ -353,6 +364,11 @@ impl LabGroup {
         let raft_advertise = relay.as_ref().map_or(raft_listen, |r| r.listen);
         let dir = self.dir.join(format!("node-{id}"));
         std::fs::create_dir_all(&dir)?;
+        let disk = if self.options.power_cut_disks {
+            Some(powercut::PowerCutDisk::mount(&dir.join("data"))?)
+        } else {
+            None
+        };
         self.nodes.push(LabNode {
             id,
             dir,
@@ -363,6 +379,7 @@ impl LabGroup {
             child: None,
             tunnel: None,
             relay,
+            disk,
         });
         Ok(())
     }
@@ -423,6 +440,12 @@ impl LabGroup {
         if o.kind == GroupKind::Hub {
             let sites: Vec<String> = o.hub_sites.iter().map(|s| format!("\"{s}\"")).collect();
             text.push_str(&format!("\n[hub]\nsites = [{}]\n", sites.join(", ")));
+        }
+        if !o.storage.is_empty() {
+            text.push_str("\n[storage]\n");
+            for (key, value) in &o.storage {
+                text.push_str(&format!("{key} = {value}\n"));
+            }
         }
         std::fs::write(node.config_path(), text)?;
         Ok(())
@@ -603,6 +626,48 @@ impl LabGroup {
             child.wait()?;
         }
         Ok(())
+    }
+
+    /// Power loss of nodes `ids` at once: each is killed -9, then its disk loses everything
+    /// it never fsynced (`GroupOptions::power_cut_disks`). They stay down; `restart` them.
+    pub fn power_cut(&mut self, ids: &[u64]) -> anyhow::Result<powercut::CutReport> {
+        for &id in ids {
+            self.kill9(id)?;
+        }
+        let mut total = powercut::CutReport::default();
+        for &id in ids {
+            let disk = self
+                .node_mut(id)?
+                .disk
+                .as_mut()
+                .with_context(|| format!("node {id} has no power-cut disk"))?;
+            let report = disk.power_cut()?;
+            total.files_reverted += report.files_reverted;
+            total.unsynced_bytes += report.unsynced_bytes;
+            total.entries_reverted += report.entries_reverted;
+        }
+        Ok(total)
+    }
+
+    /// Whether the nodes run on power-cut disks.
+    pub fn has_power_cut_disks(&self) -> bool {
+        self.nodes.iter().any(|n| n.disk.is_some())
+    }
+
+    /// The power-cut disks' counters, summed over the nodes.
+    pub fn disk_stats(&self) -> powercut::VolumeStats {
+        let mut total = powercut::VolumeStats::default();
+        for stats in self
+            .nodes
+            .iter()
+            .filter_map(|n| n.disk.as_ref().map(|d| d.stats()))
+        {
+            total.fsyncs += stats.fsyncs;
+            total.dir_fsyncs += stats.dir_fsyncs;
+            total.bytes_written += stats.bytes_written;
+            total.cuts += stats.cuts;
+        }
+        total
     }
 
     /// SIGTERM, then wait for a clean exit; returns its exit status code.

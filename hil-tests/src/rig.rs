@@ -1,19 +1,21 @@
 //! A small Jepsen-style rig: concurrent clients on a few keys record every invocation and
 //! completion (unknown outcomes as such), and appenders add events to a stream, while a
 //! nemesis injects faults (partitions, leader kill -9, pauses, lossy links, membership
-//! changes); at the end the group is healed, each key's history is checked for
-//! linearizability, every acknowledged append must be in the stream exactly once at its seq
-//! on every replica, and every replica must hold the same state.
+//! changes, power cuts of one node or the whole site, uplink cuts, hub kills and hub
+//! partitions, and several of them at once); at the end the group is healed, each key's
+//! history is checked for linearizability, every acknowledged append must be in the stream
+//! exactly once at its seq on every replica (and the hub), and every replica must hold the
+//! same state.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use reqwest::Method;
 
-use crate::checker::{check, Op, Operation, Outcome, Verdict};
+use crate::checker::{check, check_stream, Op, Operation, Outcome, Verdict};
 use crate::relay::Faults;
 use crate::LabGroup;
 
@@ -47,23 +49,56 @@ pub struct RigReport {
     pub appends_lost: usize,
     /// Appends present more than once in some replica's stream.
     pub appends_duplicated: usize,
+    /// Node power cuts (a site cut counts each node), and the bytes they threw away
+    /// unsynced.
+    pub power_cuts: usize,
+    pub unsynced_bytes_dropped: u64,
+    /// Nodes that did not serve again within [`BOOT_TIMEOUT`] of a restart.
+    pub boot_failures: usize,
 }
 
+impl RigReport {
+    /// Whether every check passed.
+    pub fn clean(&self) -> bool {
+        self.violations == 0
+            && self.converged
+            && self.appends_lost == 0
+            && self.appends_duplicated == 0
+            && self.boot_failures == 0
+    }
+}
+
+/// How long a restarted (or power-cut) node may take to serve again.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The stream the appenders write.
-const STREAM: &str = "rig-events";
+pub const STREAM: &str = "rig-events";
 /// Concurrent appenders.
 const APPENDERS: usize = 2;
 
 /// Acknowledged appends (payload → seq) and the count of unknown outcomes.
 #[derive(Default)]
-struct Appends {
+pub struct Appends {
     acked: Mutex<BTreeMap<String, u64>>,
-    unknown: std::sync::atomic::AtomicUsize,
+    unknown: AtomicUsize,
 }
 
-/// One appender: unique payloads at random nodes, each sent once without an idempotency key
-/// (a retry could legitimately apply twice); a failure is an unknown outcome.
-async fn appender(
+impl Appends {
+    pub fn acked(&self) -> BTreeMap<String, u64> {
+        self.acked.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    pub fn acked_count(&self) -> usize {
+        self.acked.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+    pub fn unknown(&self) -> usize {
+        self.unknown.load(Ordering::Relaxed)
+    }
+}
+
+/// One appender to [`STREAM`]: unique payloads (`a{id}-{n}`) at random nodes, each sent
+/// once without an idempotency key (a retry could legitimately apply twice); a failure is
+/// an unknown outcome. Runs until `stop`.
+pub async fn appender(
     id: usize,
     urls: Vec<String>,
     seed: u64,
@@ -337,6 +372,226 @@ async fn membership_step(
     }
 }
 
+/// A kind of fault the nemesis injects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    Partition,
+    LeaderKill,
+    Pause,
+    LossyLinks,
+    Membership,
+    /// Several at once: lossy links, a node partitioned away and the leader killed (power
+    /// cut when the nodes run on power-cut disks).
+    Overlap,
+    PowerCutNode,
+    PowerCutSite,
+    UplinkCut,
+    HubLeaderKill,
+    HubPartition,
+}
+
+/// The families this topology supports, in rotation order.
+fn families(group: &LabGroup, hub: Option<&LabGroup>) -> Vec<Family> {
+    use Family::*;
+    let mut out = vec![Partition, LeaderKill, Pause, LossyLinks, Membership];
+    if group.has_power_cut_disks() {
+        out.extend([PowerCutNode, PowerCutSite]);
+    }
+    out.push(Overlap);
+    if let Some(hub) = hub {
+        out.extend([UplinkCut, HubLeaderKill]);
+        if hub.ids().len() >= 3 {
+            out.push(HubPartition);
+        }
+    }
+    out
+}
+
+/// The links every lossy-link fault sets.
+fn lossy() -> Faults {
+    Faults {
+        loss: 0.1,
+        delay: Duration::from_millis(20),
+        jitter: Duration::from_millis(20),
+        duplicate: 0.05,
+        bandwidth_bytes_per_sec: 0,
+    }
+}
+
+struct Nemesis {
+    rng: Rng,
+    next_joiner: u64,
+    /// How long each fault lasts.
+    half: Duration,
+    /// The group's original members.
+    ids: Vec<u64>,
+}
+
+impl Nemesis {
+    fn victim(&mut self) -> u64 {
+        self.ids[self.rng.next(self.ids.len() as u64) as usize]
+    }
+
+    /// Injects one fault of `family`, lets it last, heals it; returns what it did.
+    async fn inject(
+        &mut self,
+        family: Family,
+        group: &mut LabGroup,
+        hub: Option<&mut LabGroup>,
+        report: &mut RigReport,
+    ) -> anyhow::Result<String> {
+        let ids = self.ids.clone();
+        let half = self.half;
+        let victim = self.victim();
+        let others = |of: u64| -> Vec<u64> { ids.iter().copied().filter(|i| *i != of).collect() };
+        Ok(match family {
+            Family::Partition => {
+                group.partition(&[victim], &others(victim))?;
+                tokio::time::sleep(half).await;
+                group.heal();
+                format!("partition node {victim} from {:?}", others(victim))
+            }
+            Family::LeaderKill => {
+                let leader = group.leader(&ids).await.unwrap_or(victim);
+                group.kill9(leader)?;
+                tokio::time::sleep(half).await;
+                group.restart(leader)?;
+                booted(group, &[leader], report).await;
+                format!("kill -9 leader {leader}, restart")
+            }
+            Family::Pause => {
+                let pid = group.node(victim)?.pid().context("no pid")?;
+                signal(pid, "-STOP");
+                tokio::time::sleep(half).await;
+                signal(pid, "-CONT");
+                format!("pause node {victim}")
+            }
+            Family::LossyLinks => {
+                group.set_faults(lossy())?;
+                tokio::time::sleep(half).await;
+                group.heal();
+                "10% loss, 20±20 ms, 5% duplication on every link".to_string()
+            }
+            Family::Membership => {
+                let joiner = self.next_joiner;
+                self.next_joiner += 1;
+                membership_change(group, joiner, half).await?
+            }
+            Family::PowerCutNode => {
+                let lost = power_cut(group, &[victim], report)?;
+                tokio::time::sleep(half).await;
+                group.restart(victim)?;
+                booted(group, &[victim], report).await;
+                format!("power cut node {victim} ({lost}), restart")
+            }
+            Family::PowerCutSite => {
+                let lost = power_cut(group, &ids, report)?;
+                tokio::time::sleep(half).await;
+                for &id in &ids {
+                    group.restart(id)?;
+                }
+                booted(group, &ids, report).await;
+                format!("power cut the whole site ({lost}), restart every node")
+            }
+            Family::Overlap => {
+                let leader = group.leader(&ids).await.unwrap_or(victim);
+                let cut_off = others(leader)[self.rng.next(ids.len() as u64 - 1) as usize];
+                group.set_faults(lossy())?;
+                group.partition(&[cut_off], &others(cut_off))?;
+                let how = if group.has_power_cut_disks() {
+                    let lost = power_cut(group, &[leader], report)?;
+                    format!("power cut leader {leader} ({lost})")
+                } else {
+                    group.kill9(leader)?;
+                    format!("kill -9 leader {leader}")
+                };
+                tokio::time::sleep(half).await;
+                group.heal();
+                group.restart(leader)?;
+                booted(group, &[leader], report).await;
+                format!("overlap: 10% loss on every link + partition node {cut_off} + {how}")
+            }
+            Family::UplinkCut => {
+                let hub = hub.context("uplink cut without a hub")?;
+                let sources = group.ips();
+                hub.block_sources(&sources, true)?;
+                tokio::time::sleep(half).await;
+                hub.block_sources(&sources, false)?;
+                "cut the uplink to the hub".to_string()
+            }
+            Family::HubLeaderKill => {
+                let hub = hub.context("hub fault without a hub")?;
+                let hub_ids = hub.ids();
+                let leader = hub.leader(&hub_ids).await.unwrap_or(hub_ids[0]);
+                hub.kill9(leader)?;
+                tokio::time::sleep(half).await;
+                hub.restart(leader)?;
+                booted(hub, &[leader], report).await;
+                format!("kill -9 hub leader {leader}, restart")
+            }
+            Family::HubPartition => {
+                let hub = hub.context("hub partition without a hub")?;
+                let hub_ids = hub.ids();
+                let cut_off = hub_ids[self.rng.next(hub_ids.len() as u64) as usize];
+                let rest: Vec<u64> = hub_ids.iter().copied().filter(|i| *i != cut_off).collect();
+                hub.partition(&[cut_off], &rest)?;
+                tokio::time::sleep(half).await;
+                hub.heal();
+                format!("hub partition: hub node {cut_off} from {rest:?}")
+            }
+        })
+    }
+}
+
+/// Power-cuts `ids` (they stay down) and counts it; says what the cut threw away.
+fn power_cut(group: &mut LabGroup, ids: &[u64], report: &mut RigReport) -> anyhow::Result<String> {
+    let cut = group.power_cut(ids)?;
+    report.power_cuts += ids.len();
+    report.unsynced_bytes_dropped += cut.unsynced_bytes;
+    Ok(format!(
+        "{} B unsynced lost, {} files and {} names reverted",
+        cut.unsynced_bytes, cut.files_reverted, cut.entries_reverted
+    ))
+}
+
+/// Waits for restarted nodes to serve again; one that does not is a boot failure (with its
+/// log's tail in the report).
+async fn booted(group: &LabGroup, ids: &[u64], report: &mut RigReport) {
+    for &id in ids {
+        let url = format!("{}/readyz", group.url(id));
+        let ready = crate::wait_until(BOOT_TIMEOUT, &format!("node {id} serving"), || async {
+            group
+                .http
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await;
+        if ready.is_err() {
+            report.boot_failures += 1;
+            report.faults.push(format!(
+                "node {id} did not serve within {BOOT_TIMEOUT:?} of its restart; log tail:\n{}",
+                group.log_tail(id, 20)
+            ));
+        }
+    }
+}
+
+/// Waits (up to `timeout`) until every node in `ids` reports the same applied seq; returns it.
+pub async fn converged_seq(group: &LabGroup, ids: &[u64], timeout: Duration) -> Option<u64> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(seq) = common_applied_seq(group, ids).await {
+            return Some(seq);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(crate::POLL).await;
+    }
+}
+
 /// The applied seq every node reports, if they all report the same.
 async fn common_applied_seq(group: &LabGroup, ids: &[u64]) -> Option<u64> {
     let mut seqs = Vec::new();
@@ -405,74 +660,23 @@ pub async fn run(
         )));
     }
     let mut report = RigReport::default();
-    let mut rng = Rng(config.seed | 1);
-    let mut next_joiner = ids.iter().max().copied().unwrap_or(0) + 1;
-    let half = config.fault_interval / 2;
-    // Fault kinds rotate (from a seed-chosen start) so even a short run sees each of them;
+    let mut nemesis = Nemesis {
+        rng: Rng(config.seed | 1),
+        next_joiner: ids.iter().max().copied().unwrap_or(0) + 1,
+        half: config.fault_interval / 2,
+        ids: ids.clone(),
+    };
+    let families = families(group, hub.as_deref());
+    // Families rotate (from a seed-chosen start) so even a short run sees each of them;
     // victims are drawn at random.
-    let mut kind = config.seed;
+    let mut turn = config.seed as usize;
     while started.elapsed() + config.fault_interval <= config.duration {
-        tokio::time::sleep(half).await;
-        let victim = ids[rng.next(ids.len() as u64) as usize];
-        kind += 1;
-        let kinds = if hub.is_some() { 7 } else { 5 };
-        let fault = match kind % kinds {
-            6 => {
-                let hub = hub.as_deref_mut().context("hub fault without a hub")?;
-                let hub_ids = hub.ids();
-                let leader = hub.leader(&hub_ids).await.unwrap_or(hub_ids[0]);
-                hub.kill9(leader)?;
-                tokio::time::sleep(half).await;
-                hub.restart(leader)?;
-                format!("kill -9 hub leader {leader}, restart")
-            }
-            5 => {
-                let hub = hub.as_deref().context("uplink cut without a hub")?;
-                let sources = group.ips();
-                hub.block_sources(&sources, true)?;
-                tokio::time::sleep(half).await;
-                hub.block_sources(&sources, false)?;
-                "cut the uplink to the hub".to_string()
-            }
-            4 => {
-                let joiner = next_joiner;
-                next_joiner += 1;
-                membership_change(group, joiner, half).await?
-            }
-            0 => {
-                let rest: Vec<u64> = ids.iter().copied().filter(|i| *i != victim).collect();
-                group.partition(&[victim], &rest)?;
-                tokio::time::sleep(half).await;
-                group.heal();
-                format!("partition node {victim} from {rest:?}")
-            }
-            1 => {
-                let leader = group.leader(&ids).await.unwrap_or(victim);
-                group.kill9(leader)?;
-                tokio::time::sleep(half).await;
-                group.restart(leader)?;
-                format!("kill -9 leader {leader}, restart")
-            }
-            2 => {
-                let pid = group.node(victim)?.pid().context("no pid")?;
-                signal(pid, "-STOP");
-                tokio::time::sleep(half).await;
-                signal(pid, "-CONT");
-                format!("pause node {victim}")
-            }
-            _ => {
-                group.set_faults(Faults {
-                    loss: 0.1,
-                    delay: Duration::from_millis(20),
-                    jitter: Duration::from_millis(20),
-                    duplicate: 0.05,
-                    bandwidth_bytes_per_sec: 0,
-                })?;
-                tokio::time::sleep(half).await;
-                group.heal();
-                "10% loss, 20±20 ms, 5% duplication on every link".to_string()
-            }
-        };
+        tokio::time::sleep(nemesis.half).await;
+        turn += 1;
+        let family = families[turn % families.len()];
+        let fault = nemesis
+            .inject(family, group, hub.as_deref_mut(), &mut report)
+            .await?;
         report.faults.push(fault);
     }
     let remaining = config.duration.saturating_sub(started.elapsed());
@@ -484,16 +688,7 @@ pub async fn run(
     group.heal();
 
     // Convergence: every replica reaches the same applied seq and the same values.
-    let deadline = Instant::now() + CONVERGE_TIMEOUT;
-    let converged_seq = loop {
-        if let Some(seq) = common_applied_seq(group, &ids).await {
-            break Some(seq);
-        }
-        if Instant::now() > deadline {
-            break None;
-        }
-        tokio::time::sleep(crate::POLL).await;
-    };
+    let converged_seq = converged_seq(group, &ids, CONVERGE_TIMEOUT).await;
     let converged = converged_seq.is_some_and(|s| s > 0);
     let mut same_values = converged;
     if converged {
@@ -510,13 +705,9 @@ pub async fn run(
     report.converged = same_values;
 
     // Every acknowledged append exactly once at its seq, on every replica, in seq order.
-    let acked = appends
-        .acked
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let acked = appends.acked();
     report.appends_acked = acked.len();
-    report.appends_unknown = appends.unknown.load(Ordering::Relaxed);
+    report.appends_unknown = appends.unknown();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
@@ -566,21 +757,10 @@ pub async fn run(
             }
             Some(_) => {}
         }
-        let mut seen: BTreeMap<&str, u64> = BTreeMap::new();
-        let mut duplicated = 0;
-        for (seq, payload) in &stream {
-            if seen.insert(payload.as_str(), *seq).is_some() {
-                duplicated += 1;
-            }
-        }
-        let in_order = stream.windows(2).all(|w| w[0].0 < w[1].0);
-        let lost = acked
-            .iter()
-            .filter(|(p, seq)| seen.get(p.as_str()) != Some(seq))
-            .count();
-        report.appends_lost = report.appends_lost.max(lost);
-        report.appends_duplicated = report.appends_duplicated.max(duplicated);
-        if !in_order {
+        let verdict = check_stream(&acked, &stream);
+        report.appends_lost = report.appends_lost.max(verdict.lost);
+        report.appends_duplicated = report.appends_duplicated.max(verdict.duplicated);
+        if !verdict.in_order {
             report.appends_duplicated = report.appends_duplicated.max(1);
             report
                 .faults

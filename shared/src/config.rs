@@ -188,6 +188,11 @@ pub struct StorageSection {
     pub max_journal_size: ByteSize,
     #[serde(default = "defaults::worker_threads")]
     pub worker_threads: usize,
+    /// Acknowledge writes without waiting for fsync (etcd's `--unsafe-no-fsync`): a power
+    /// cut then loses acknowledged writes. Only for the fault rig's negative control, which
+    /// must catch exactly that; never on a gateway.
+    #[serde(default)]
+    pub unsafe_no_fsync: bool,
 }
 
 impl Default for StorageSection {
@@ -197,6 +202,7 @@ impl Default for StorageSection {
             memtable_size: defaults::memtable_size(),
             max_journal_size: defaults::journal_size(),
             worker_threads: defaults::worker_threads(),
+            unsafe_no_fsync: false,
         }
     }
 }

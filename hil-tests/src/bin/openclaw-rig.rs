@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use openclaw_hil_tests::powercut::PowerCutDisk;
 use openclaw_hil_tests::rig::{group_options, hub_options, run, RigConfig};
 use openclaw_hil_tests::{GroupOptions, LabGroup, UplinkOptions};
 
@@ -33,27 +34,36 @@ struct Args {
     /// stream is checked too, and the nemesis also cuts the uplink).
     #[arg(long)]
     no_hub: bool,
-    /// Nodes of the hub group (its leader is among the kill -9 victims).
-    #[arg(long, default_value_t = 1)]
+    /// Nodes of the hub group (its leader is among the kill -9 victims; with 3 or more,
+    /// hub nodes are partitioned too).
+    #[arg(long, default_value_t = 3)]
     hub_nodes: u64,
+    /// Run the edge nodes on ordinary directories: no power cuts (by default each runs on
+    /// its own power-cut disk, which needs /dev/fuse and root).
+    #[arg(long)]
+    no_power_cuts: bool,
 }
 
 /// One run on fresh groups in `dir`.
 async fn one_run(
     dir: &std::path::Path,
-    no_hub: bool,
-    hub_nodes: u64,
+    args: &Args,
     config: &RigConfig,
 ) -> anyhow::Result<openclaw_hil_tests::rig::RigReport> {
-    if no_hub {
-        let mut group = LabGroup::start_ready(dir, 3, group_options()).await?;
+    let site = GroupOptions {
+        power_cut_disks: !args.no_power_cuts,
+        ..group_options()
+    };
+    if args.no_hub {
+        let mut group = LabGroup::start_ready(dir, 3, site).await?;
         return run(&mut group, None, config).await;
     }
+    let hub_nodes = args.hub_nodes;
     let mut hub = LabGroup::start_ready(&dir.join("hub"), hub_nodes, hub_options()).await?;
     let options = GroupOptions {
         ca_dir: Some(hub.dir.join("certs")),
         uplink: Some(UplinkOptions::to(&hub)),
-        ..group_options()
+        ..site
     };
     let mut group = LabGroup::start_ready(&dir.join("site"), 3, options).await?;
     run(&mut group, Some(&mut hub), config).await
@@ -62,8 +72,13 @@ async fn one_run(
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if !args.no_power_cuts && !PowerCutDisk::available() {
+        eprintln!("error: power cuts need /dev/fuse and root (or pass --no-power-cuts)");
+        return ExitCode::from(2);
+    }
     let (mut operations, mut faults, mut violations, mut diverged) = (0, 0, 0, 0);
     let (mut appends, mut lost, mut duplicated) = (0, 0, 0);
+    let (mut power_cuts, mut unsynced, mut boot_failures) = (0, 0u64, 0);
     for n in 0..args.runs {
         let seed = args.seed + n;
         let Ok(dir) = tempfile::tempdir() else {
@@ -77,12 +92,13 @@ async fn main() -> ExitCode {
             fault_interval: Duration::from_secs(args.fault_interval),
             seed,
         };
-        let report = one_run(dir.path(), args.no_hub, args.hub_nodes, &config).await;
+        let report = one_run(dir.path(), &args, &config).await;
         match report {
             Ok(r) => {
                 println!(
                     "run {n} seed {seed}: {} ops ({} unknown), {} appends ({} unknown, {} lost, \
-                     {} duplicated), {} faults, {} violations, converged {}",
+                     {} duplicated), {} faults ({} node power cuts, {} B unsynced dropped), {} \
+                     violations, {} boot failures, converged {}",
                     r.operations,
                     r.unknown,
                     r.appends_acked,
@@ -90,7 +106,10 @@ async fn main() -> ExitCode {
                     r.appends_lost,
                     r.appends_duplicated,
                     r.faults.len(),
+                    r.power_cuts,
+                    r.unsynced_bytes_dropped,
                     r.violations,
+                    r.boot_failures,
                     r.converged
                 );
                 for f in &r.faults {
@@ -103,6 +122,9 @@ async fn main() -> ExitCode {
                 appends += r.appends_acked;
                 lost += r.appends_lost;
                 duplicated += r.appends_duplicated;
+                power_cuts += r.power_cuts;
+                unsynced += r.unsynced_bytes_dropped;
+                boot_failures += r.boot_failures;
             }
             Err(e) => {
                 eprintln!("run {n} seed {seed} failed: {e:#}");
@@ -112,11 +134,12 @@ async fn main() -> ExitCode {
     }
     println!(
         "summary: {} runs, {operations} operations checked, {appends} appends checked, {faults} \
-         faults, {violations} violations, {lost} lost and {duplicated} duplicated appends, \
-         {diverged} diverged",
+         faults ({power_cuts} node power cuts, {unsynced} B unsynced dropped), {violations} \
+         violations, {lost} lost and {duplicated} duplicated appends, {boot_failures} boot \
+         failures, {diverged} diverged",
         args.runs
     );
-    if violations + diverged + lost + duplicated == 0 {
+    if violations + diverged + lost + duplicated + boot_failures == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -8,6 +8,7 @@
 //! fsyncs once for all appends and votes waiting at that moment (group commit).
 
 mod codec;
+mod dirs;
 mod log;
 mod machine;
 mod restore;
@@ -92,6 +93,9 @@ pub(crate) struct Keyspaces {
     pub site_log: Keyspace,
 }
 
+/// fjall's folder of keyspace folders inside its database directory (fjall 3.1 layout).
+const FJALL_KEYSPACES_DIR: &str = "keyspaces";
+
 /// An open node store: the database and the group-commit thread.
 #[derive(Clone)]
 pub struct Store {
@@ -105,10 +109,8 @@ impl Store {
     pub fn open(dir: &Path, options: &StorageSection) -> Result<Self, StoreError> {
         let db_dir = dir.join("db");
         let snapshot_dir = dir.join("snapshots");
-        std::fs::create_dir_all(&snapshot_dir).map_err(|source| StoreError::Io {
-            path: snapshot_dir.clone(),
-            source,
-        })?;
+        dirs::create_dir_durable(&snapshot_dir)?;
+        dirs::create_dir_durable(&db_dir)?;
         remove_temporary_snapshots(&snapshot_dir);
         let db = Database::builder(&db_dir)
             .cache_size(options.cache_size.0)
@@ -138,7 +140,15 @@ impl Store {
             site_log: open("site_log")?,
             db,
         };
-        let syncer = Syncer::start(ks.db.clone());
+        // fjall 3.1 creates each new keyspace's folder under `keyspaces/` without an fsync of
+        // `keyspaces/` itself, so after a power cut the folders of a new store could be gone
+        // while its journal (fsynced) says they exist: found by the fault rig's power-cut
+        // disk. One fsync here makes them durable before anything is acknowledged.
+        let keyspaces_dir = db_dir.join(FJALL_KEYSPACES_DIR);
+        if keyspaces_dir.is_dir() {
+            dirs::sync_dir(&keyspaces_dir)?;
+        }
+        let syncer = Syncer::start(ks.db.clone(), !options.unsafe_no_fsync);
         Ok(Store {
             ks: Arc::new(ks),
             syncer,

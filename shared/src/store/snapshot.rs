@@ -155,15 +155,6 @@ fn write_record<W: Write>(out: &mut W, tag: u8, key: &[u8], value: &[u8]) -> std
     out.write_all(value)
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| StoreError::Io {
-            path: dir.to_owned(),
-            source,
-        })
-}
-
 /// The meta openraft keeps for a snapshot of state `sm`.
 pub(crate) fn meta_of(sm: &SmMeta) -> SnapshotMeta {
     SnapshotMeta {
@@ -400,7 +391,7 @@ pub(crate) fn install(
             path: incoming.path.clone(),
             source,
         })?;
-        sync_dir(dir)?;
+        super::dirs::sync_dir(dir)?;
     }
     replace_state(ks, &current)
 }

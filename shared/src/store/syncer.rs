@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use fjall::{Database, PersistMode};
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::metrics::SHARED;
 
@@ -23,11 +23,17 @@ pub struct Syncer {
 }
 
 impl Syncer {
-    pub(crate) fn start(db: Database) -> Self {
+    /// Starts the thread; without `fsync` (`storage.unsafe_no_fsync`) it completes requests
+    /// once the journal is in the OS's buffers, which loses acknowledged writes on power
+    /// loss.
+    pub(crate) fn start(db: Database, fsync: bool) -> Self {
         let (queue, requests) = mpsc::channel::<Done>();
+        if !fsync {
+            warn!("storage.unsafe_no_fsync is set: writes are acknowledged before they are durable, a power cut will lose them");
+        }
         let spawned = std::thread::Builder::new()
             .name("group-commit".into())
-            .spawn(move || run(db, requests));
+            .spawn(move || run(db, fsync, requests));
         if let Err(e) = spawned {
             // Without the thread every durability request fails (see `after_sync`).
             error!(error = %e, "cannot start the group-commit thread");
@@ -53,13 +59,20 @@ impl Syncer {
     }
 }
 
-fn run(db: Database, requests: mpsc::Receiver<Done>) {
+fn run(db: Database, fsync: bool, requests: mpsc::Receiver<Done>) {
     let mut waiting: Vec<Done> = Vec::new();
     while let Ok(first) = requests.recv() {
         waiting.push(first);
         waiting.extend(requests.try_iter());
         let started = Instant::now();
-        let result = db.persist(PersistMode::SyncData);
+        // Unsafe mode still hands the journal to the OS, so it survives a crash of the
+        // process; only a power cut loses it, exactly what the rig's control must show.
+        let mode = if fsync {
+            PersistMode::SyncData
+        } else {
+            PersistMode::Buffer
+        };
+        let result = db.persist(mode);
         SHARED.fsyncs.inc();
         SHARED.fsync_latency.observe(started.elapsed());
         if let Err(e) = &result {
