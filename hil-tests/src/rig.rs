@@ -68,8 +68,9 @@ impl RigReport {
     }
 }
 
-/// How long a restarted (or power-cut) node may take to serve again.
-pub const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a restarted (or power-cut) node may take to serve again
+/// ([`LabGroup::wait_ready`]'s limit).
+pub const BOOT_TIMEOUT: Duration = crate::START_TIMEOUT;
 
 /// The stream the appenders write.
 pub const STREAM: &str = "rig-events";
@@ -375,7 +376,11 @@ async fn membership_step(
 /// A kind of fault the nemesis injects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Family {
+    /// A random minority (one node of three; one or two of five) cut from the rest.
     Partition,
+    /// Two nodes cut from each other while a third still reaches both (a partial partition:
+    /// the bridge must not let the two sides depose each other forever).
+    Bridge,
     LeaderKill,
     Pause,
     LossyLinks,
@@ -388,12 +393,15 @@ enum Family {
     UplinkCut,
     HubLeaderKill,
     HubPartition,
+    /// Every hub node loses power at once: what the hub acknowledged to the shipper (which
+    /// then compacted its outbox) must survive.
+    HubPowerCut,
 }
 
 /// The families this topology supports, in rotation order.
 fn families(group: &LabGroup, hub: Option<&LabGroup>) -> Vec<Family> {
     use Family::*;
-    let mut out = vec![Partition, LeaderKill, Pause, LossyLinks, Membership];
+    let mut out = vec![Partition, LeaderKill, Pause, LossyLinks, Membership, Bridge];
     if group.has_power_cut_disks() {
         out.extend([PowerCutNode, PowerCutSite]);
     }
@@ -402,6 +410,9 @@ fn families(group: &LabGroup, hub: Option<&LabGroup>) -> Vec<Family> {
         out.extend([UplinkCut, HubLeaderKill]);
         if hub.ids().len() >= 3 {
             out.push(HubPartition);
+        }
+        if hub.has_power_cut_disks() {
+            out.push(HubPowerCut);
         }
     }
     out
@@ -446,10 +457,25 @@ impl Nemesis {
         let others = |of: u64| -> Vec<u64> { ids.iter().copied().filter(|i| *i != of).collect() };
         Ok(match family {
             Family::Partition => {
-                group.partition(&[victim], &others(victim))?;
+                let mut shuffled = ids.clone();
+                for i in (1..shuffled.len()).rev() {
+                    shuffled.swap(i, self.rng.next(i as u64 + 1) as usize);
+                }
+                let size = 1 + self.rng.next((ids.len() as u64 / 2).max(1)) as usize;
+                let (minority, majority) = shuffled.split_at(size.min(ids.len() - 1));
+                group.partition(minority, majority)?;
                 tokio::time::sleep(half).await;
                 group.heal();
-                format!("partition node {victim} from {:?}", others(victim))
+                format!("partition nodes {minority:?} from {majority:?}")
+            }
+            Family::Bridge => {
+                let bridge = victim;
+                let sides = others(bridge);
+                let (a, b) = (sides[0], sides[sides.len() - 1]);
+                group.partition(&[a], &[b])?;
+                tokio::time::sleep(half).await;
+                group.heal();
+                format!("bridge: nodes {a} and {b} cut from each other, node {bridge} reaches both")
             }
             Family::LeaderKill => {
                 let leader = group.leader(&ids).await.unwrap_or(victim);
@@ -539,6 +565,17 @@ impl Nemesis {
                 hub.heal();
                 format!("hub partition: hub node {cut_off} from {rest:?}")
             }
+            Family::HubPowerCut => {
+                let hub = hub.context("hub power cut without a hub")?;
+                let hub_ids = hub.ids();
+                let lost = power_cut(hub, &hub_ids, report)?;
+                tokio::time::sleep(half).await;
+                for &id in &hub_ids {
+                    hub.restart(id)?;
+                }
+                booted(hub, &hub_ids, report).await;
+                format!("power cut every hub node ({lost}), restart")
+            }
         })
     }
 }
@@ -554,21 +591,11 @@ fn power_cut(group: &mut LabGroup, ids: &[u64], report: &mut RigReport) -> anyho
     ))
 }
 
-/// Waits for restarted nodes to serve again; one that does not is a boot failure (with its
-/// log's tail in the report).
+/// Waits for restarted nodes to serve again; one that does not within [`BOOT_TIMEOUT`] is a
+/// boot failure (with its log's tail in the report).
 async fn booted(group: &LabGroup, ids: &[u64], report: &mut RigReport) {
     for &id in ids {
-        let url = format!("{}/readyz", group.url(id));
-        let ready = crate::wait_until(BOOT_TIMEOUT, &format!("node {id} serving"), || async {
-            group
-                .http
-                .get(&url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        })
-        .await;
-        if ready.is_err() {
+        if group.wait_ready(&[id]).await.is_err() {
             report.boot_failures += 1;
             report.faults.push(format!(
                 "node {id} did not serve within {BOOT_TIMEOUT:?} of its restart; log tail:\n{}",

@@ -1,8 +1,9 @@
-//! A short run of the fault rig in CI: every fault family once — partitions, leader kill -9,
+//! A short run of the fault rig in CI: every fault family once — partitions, a bridge
+//! (partial partition), leader kill -9,
 //! pauses, packet loss, a membership change (a node added and removed), a power cut of one
 //! node and of the whole site (edge nodes on power-cut disks), overlapping faults, an uplink
 //! cut, a hub leader kill -9 and a hub partition — under a concurrent KV workload and stream
-//! appends shipped to a 3-node hub; every key's history must be linearizable, every
+//! appends shipped to a 3-node hub (on power-cut disks too, all of it power-cut once); every key's history must be linearizable, every
 //! acknowledged append present once at its seq on every replica and at the hub, every node
 //! must boot after each cut, and the replicas must converge. Longer runs:
 //! `openclaw-rig --seconds N`.
@@ -18,7 +19,11 @@ async fn short_fault_run_finds_no_violation() {
     // CI runs as root with /dev/fuse; elsewhere the power-cut families are left out.
     let power_cuts = PowerCutDisk::available_for_tests();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut hub = LabGroup::start_ready(&dir.path().join("hub"), 3, hub_options())
+    let hub_settings = GroupOptions {
+        power_cut_disks: power_cuts,
+        ..hub_options()
+    };
+    let mut hub = LabGroup::start_ready(&dir.path().join("hub"), 3, hub_settings)
         .await
         .expect("hub");
     let options = GroupOptions {
@@ -33,7 +38,7 @@ async fn short_fault_run_finds_no_violation() {
     let config = RigConfig {
         clients: 6,
         keys: 4,
-        duration: Duration::from_secs(48),
+        duration: Duration::from_secs(60),
         fault_interval: Duration::from_secs(4),
         seed: 42,
     };
@@ -79,7 +84,8 @@ async fn short_fault_run_finds_no_violation() {
         "appends duplicated or out of order"
     );
     let mut families = vec![
-        "partition node",
+        "partition nodes",
+        "bridge",
         "kill -9 leader",
         "pause",
         "10% loss",
@@ -90,7 +96,11 @@ async fn short_fault_run_finds_no_violation() {
         "hub partition",
     ];
     if power_cuts {
-        families.extend(["power cut node", "power cut the whole site"]);
+        families.extend([
+            "power cut node",
+            "power cut the whole site",
+            "power cut every hub node",
+        ]);
     }
     for family in families {
         assert!(

@@ -79,7 +79,7 @@ mod nodes {
 
     use openclaw_hil_tests::checker::check_stream;
     use openclaw_hil_tests::powercut::PowerCutDisk;
-    use openclaw_hil_tests::rig::{appender, converged_seq, Appends, BOOT_TIMEOUT, STREAM};
+    use openclaw_hil_tests::rig::{appender, converged_seq, Appends, STREAM};
     use openclaw_hil_tests::{wait_until, GroupOptions, LabGroup};
 
     /// Concurrent appenders during each cycle.
@@ -150,17 +150,7 @@ mod nodes {
             group.restart(id).expect("restart");
         }
         for &id in &ids {
-            let url = format!("{}/readyz", group.url(id));
-            let ready = wait_until(BOOT_TIMEOUT, "serving", || async {
-                group
-                    .http
-                    .get(&url)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            })
-            .await;
-            if ready.is_err() {
+            if group.wait_ready(&[id]).await.is_err() {
                 eprintln!("node {id} did not boot:\n{}", group.log_tail(id, 30));
                 out.boot_failures += 1;
             }

@@ -30,6 +30,9 @@ struct Args {
     /// Seconds between fault starts.
     #[arg(long, default_value_t = 4)]
     fault_interval: u64,
+    /// Nodes of the edge group (3 or 5; with 5, partitions cut one or two nodes away).
+    #[arg(long, default_value_t = 3)]
+    edge_nodes: u64,
     /// Run the edge group alone (by default it ships to a hub group, whose copy of the
     /// stream is checked too, and the nemesis also cuts the uplink).
     #[arg(long)]
@@ -38,8 +41,8 @@ struct Args {
     /// hub nodes are partitioned too).
     #[arg(long, default_value_t = 3)]
     hub_nodes: u64,
-    /// Run the edge nodes on ordinary directories: no power cuts (by default each runs on
-    /// its own power-cut disk, which needs /dev/fuse and root).
+    /// Run the nodes on ordinary directories: no power cuts (by default every edge and hub
+    /// node runs on its own power-cut disk, which needs /dev/fuse and root).
     #[arg(long)]
     no_power_cuts: bool,
 }
@@ -55,18 +58,37 @@ async fn one_run(
         ..group_options()
     };
     if args.no_hub {
-        let mut group = LabGroup::start_ready(dir, 3, site).await?;
+        let mut group = LabGroup::start_ready(dir, args.edge_nodes, site).await?;
         return run(&mut group, None, config).await;
     }
     let hub_nodes = args.hub_nodes;
-    let mut hub = LabGroup::start_ready(&dir.join("hub"), hub_nodes, hub_options()).await?;
+    let hub_settings = GroupOptions {
+        power_cut_disks: !args.no_power_cuts,
+        ..hub_options()
+    };
+    let mut hub = LabGroup::start_ready(&dir.join("hub"), hub_nodes, hub_settings).await?;
     let options = GroupOptions {
         ca_dir: Some(hub.dir.join("certs")),
         uplink: Some(UplinkOptions::to(&hub)),
         ..site
     };
-    let mut group = LabGroup::start_ready(&dir.join("site"), 3, options).await?;
+    let mut group = LabGroup::start_ready(&dir.join("site"), args.edge_nodes, options).await?;
     run(&mut group, Some(&mut hub), config).await
+}
+
+/// Resolves on SIGINT or SIGTERM, naming it.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
 }
 
 #[tokio::main]
@@ -92,7 +114,15 @@ async fn main() -> ExitCode {
             fault_interval: Duration::from_secs(args.fault_interval),
             seed,
         };
-        let report = one_run(dir.path(), &args, &config).await;
+        // Interrupted (Ctrl-C, SIGTERM): dropping the run kills its nodes and unmounts their
+        // power-cut disks instead of leaving stale FUSE mounts behind.
+        let report = tokio::select! {
+            report = one_run(dir.path(), &args, &config) => report,
+            signal = interrupted() => {
+                eprintln!("interrupted by {signal}: stopping the nodes");
+                return ExitCode::from(130);
+            }
+        };
         match report {
             Ok(r) => {
                 println!(

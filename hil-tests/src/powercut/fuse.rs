@@ -66,6 +66,14 @@ impl PowerCutFs {
         }
     }
 
+    /// open and opendir: count the handle (an open inode outlives its unlink).
+    fn reply_open(&self, ino: INodeNo, reply: ReplyOpen) {
+        match self.volume().open(ino.0) {
+            Ok(()) => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
     fn reply_empty(result: Result<(), Errno>, reply: ReplyEmpty) {
         match result {
             Ok(()) => reply.ok(),
@@ -189,10 +197,7 @@ impl Filesystem for PowerCutFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.volume().open(ino.0) {
-            Ok(()) => reply.opened(FileHandle(0), FopenFlags::empty()),
-            Err(e) => reply.error(errno(e)),
-        }
+        self.reply_open(ino, reply);
     }
 
     fn read(
@@ -268,10 +273,7 @@ impl Filesystem for PowerCutFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.volume().open(ino.0) {
-            Ok(()) => reply.opened(FileHandle(0), FopenFlags::empty()),
-            Err(e) => reply.error(errno(e)),
-        }
+        self.reply_open(ino, reply);
     }
 
     fn readdir(
