@@ -762,6 +762,24 @@ impl LabGroup {
         Ok(())
     }
 
+    /// Drops every datagram from the nodes in `from` to those in `to`, whichever side opened
+    /// the connection, while `to` → `from` still flows (an asymmetric partition).
+    pub fn cut_one_way(&self, from: &[u64], to: &[u64]) -> anyhow::Result<()> {
+        let relay = |id: u64| -> anyhow::Result<&Relay> {
+            self.node(id)?
+                .relay
+                .as_ref()
+                .context("group started without relays")
+        };
+        for (&f, &t) in from.iter().flat_map(|f| to.iter().map(move |t| (f, t))) {
+            // f's connections to t enter t's relay; t's connections to f are answered out
+            // of f's relay.
+            relay(t)?.control.block_inbound(self.node(f)?.ip());
+            relay(f)?.control.block_outbound(self.node(t)?.ip());
+        }
+        Ok(())
+    }
+
     /// Applies `faults` to every link of the group (each node's relay, both directions).
     pub fn set_faults(&self, faults: relay::Faults) -> anyhow::Result<()> {
         for node in &self.nodes {

@@ -381,6 +381,9 @@ enum Family {
     /// Two nodes cut from each other while a third still reaches both (a partial partition:
     /// the bridge must not let the two sides depose each other forever).
     Bridge,
+    /// An asymmetric partition: one node's datagrams to the others are dropped while theirs
+    /// reach it (either the leader, deaf to acks but heard, or a follower, heard by nobody).
+    OneWay,
     LeaderKill,
     Pause,
     LossyLinks,
@@ -401,7 +404,9 @@ enum Family {
 /// The families this topology supports, in rotation order.
 fn families(group: &LabGroup, hub: Option<&LabGroup>) -> Vec<Family> {
     use Family::*;
-    let mut out = vec![Partition, LeaderKill, Pause, LossyLinks, Membership, Bridge];
+    let mut out = vec![
+        Partition, LeaderKill, Pause, LossyLinks, Membership, Bridge, OneWay,
+    ];
     if group.has_power_cut_disks() {
         out.extend([PowerCutNode, PowerCutSite]);
     }
@@ -476,6 +481,19 @@ impl Nemesis {
                 tokio::time::sleep(half).await;
                 group.heal();
                 format!("bridge: nodes {a} and {b} cut from each other, node {bridge} reaches both")
+            }
+            Family::OneWay => {
+                let (who, muted) = if self.rng.next(2) == 0 {
+                    let leader = group.leader(&ids).await.unwrap_or(victim);
+                    (format!("leader {leader}"), leader)
+                } else {
+                    (format!("node {victim}"), victim)
+                };
+                let rest = others(muted);
+                group.cut_one_way(&rest, &[muted])?;
+                tokio::time::sleep(half).await;
+                group.heal();
+                format!("one-way cut: {who} hears nobody, {rest:?} still hear it")
             }
             Family::LeaderKill => {
                 let leader = group.leader(&ids).await.unwrap_or(victim);

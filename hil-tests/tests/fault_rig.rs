@@ -1,5 +1,5 @@
 //! A short run of the fault rig in CI: every fault family once — partitions, a bridge
-//! (partial partition), leader kill -9,
+//! (partial partition), a one-way cut, leader kill -9,
 //! pauses, packet loss, a membership change (a node added and removed), a power cut of one
 //! node and of the whole site (edge nodes on power-cut disks), overlapping faults, an uplink
 //! cut, a hub leader kill -9 and a hub partition — under a concurrent KV workload and stream
@@ -38,7 +38,7 @@ async fn short_fault_run_finds_no_violation() {
     let config = RigConfig {
         clients: 6,
         keys: 4,
-        duration: Duration::from_secs(60),
+        duration: Duration::from_secs(64),
         fault_interval: Duration::from_secs(4),
         seed: 42,
     };
@@ -86,6 +86,7 @@ async fn short_fault_run_finds_no_violation() {
     let mut families = vec![
         "partition nodes",
         "bridge",
+        "one-way cut",
         "kill -9 leader",
         "pause",
         "10% loss",
