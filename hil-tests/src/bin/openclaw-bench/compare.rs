@@ -137,10 +137,17 @@ pub async fn find_nats_server(
 
 /// First line of a `--version` output, bounded by `START_TIMEOUT`.
 pub async fn tool_version(command: &mut Command) -> anyhow::Result<String> {
+    let program = command
+        .as_std()
+        .get_program()
+        .to_string_lossy()
+        .into_owned();
     let output = tokio::time::timeout(START_TIMEOUT, command.kill_on_drop(true).output())
         .await
-        .context("--version did not finish")?
-        .context("running --version")?;
+        .with_context(|| format!("{program} --version did not finish"))?
+        .with_context(|| {
+            format!("running {program} --version (install with hil-tests/install-compare.sh)")
+        })?;
     let text = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
     Ok(text.lines().next().unwrap_or("").trim().to_owned())
