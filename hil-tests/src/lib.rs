@@ -7,6 +7,7 @@ pub mod checker;
 pub mod hil;
 pub mod lab;
 pub mod memcg;
+pub mod nats;
 pub mod netns;
 pub mod powercut;
 pub mod relay;

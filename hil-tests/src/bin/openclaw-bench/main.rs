@@ -1,0 +1,767 @@
+//! `openclaw-bench`: fixed workloads against a local lab, printed as one table (and JSON).
+//!
+//! It starts the topology itself through `openclaw-lab up` (a separate process, the same one
+//! the README's quick start uses), reads DIR/endpoints.json, and drives the nodes' HTTP API
+//! from concurrent clients: KV writes, stream appends, linearizable and stale reads. With
+//! `--compare` it also starts a 3-member etcd on loopback (Debian's etcd-server) and runs the
+//! same KV workloads through etcd's v3 JSON gateway, then a 3-node NATS JetStream cluster
+//! twice (an R3 file-storage stream with nats-server's default deferred fsync, then with
+//! `sync_interval: always`, fsync before ack) and runs the appends workload on it through the
+//! minimal client in `openclaw_hil_tests::nats`. hil-tests/install-compare.sh installs both.
+//! Figures are measurements, never assertions.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use base64::Engine as _;
+use clap::Parser;
+use openclaw_hil_tests::nats::{self, PubAck};
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+
+mod compare;
+
+/// Value size of every KV write and stream append, in bytes (the issue's fixed workload).
+const VALUE_BYTES: usize = 256;
+/// How long the lab (or etcd) may take to come up.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Keys the read workloads spread over.
+const READ_KEYS: usize = 1000;
+/// Deadline of one benchmark request (HTTP or NATS publish): a stuck request counts as an
+/// error instead of holding the workload's end.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Poll interval of every wait for a system to come up.
+const POLL: Duration = Duration::from_millis(100);
+/// The OpenClaw stream every append goes to (one stream, like the one JetStream stream).
+const OPENCLAW_STREAM: &str = "bench";
+
+#[derive(Parser)]
+#[command(
+    name = "openclaw-bench",
+    about = "Benchmarks a local OpenClaw edge group (and etcd and NATS JetStream with --compare)"
+)]
+struct Args {
+    /// Seconds each workload runs.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Client concurrency levels for the write workload.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+    clients: Vec<usize>,
+    /// Client concurrency levels for the stream appends workload (default: --clients).
+    #[arg(long, value_delimiter = ',')]
+    append_clients: Option<Vec<usize>>,
+    /// Clients for the read workloads.
+    #[arg(long, default_value_t = 16)]
+    read_clients: usize,
+    /// Edge nodes in the group.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Also run the KV workloads against a 3-member etcd (needs `etcd` on PATH) and the
+    /// appends workload against a 3-node NATS JetStream cluster (needs nats-server >= 2.10
+    /// for the fsync-before-ack run); hil-tests/install-compare.sh installs both.
+    #[arg(long)]
+    compare: bool,
+    /// The nats-server binary for --compare (default: $OPENCLAW_COMPARE_DIR, else
+    /// /opt/openclaw-compare, `nats/usr/sbin/nats-server` below it; then PATH).
+    #[arg(long)]
+    nats_server: Option<PathBuf>,
+    /// Where to write the table as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Also run a hub group of this many nodes that the site ships every event to (the
+    /// edge then pays for its outbox and shipper; on one machine the hub shares the CPUs).
+    #[arg(long, default_value_t = 0)]
+    hub_nodes: usize,
+    /// Measure an already running lab (its endpoints.json) instead of starting one.
+    #[arg(long)]
+    endpoints: Option<PathBuf>,
+    /// Working directory (default: a fresh temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+/// One measured workload.
+#[derive(Default, Clone)]
+struct Figures {
+    ops: u64,
+    errors: u64,
+    seconds: f64,
+    latencies_us: Vec<u64>,
+}
+
+impl Figures {
+    fn per_second(&self) -> f64 {
+        self.ops as f64 / self.seconds.max(1e-9)
+    }
+    fn percentile_ms(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        let mut sorted = self.latencies_us.clone();
+        sorted.sort_unstable();
+        let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+        sorted[rank.min(sorted.len() - 1)] as f64 / 1000.0
+    }
+}
+
+/// A system under test: how to write and read one key.
+#[derive(Clone)]
+enum Target {
+    OpenClaw { nodes: Vec<String> },
+    Etcd { nodes: Vec<String> },
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Read {
+    Linearizable,
+    Stale,
+}
+
+impl Target {
+    #[allow(dead_code)]
+    fn name(&self) -> &'static str {
+        match self {
+            Target::OpenClaw { .. } => "openclaw",
+            Target::Etcd { .. } => "etcd",
+        }
+    }
+
+    fn node(&self, i: usize) -> &str {
+        let nodes = match self {
+            Target::OpenClaw { nodes } | Target::Etcd { nodes } => nodes,
+        };
+        &nodes[i % nodes.len()]
+    }
+
+    async fn put(
+        &self,
+        http: &reqwest::Client,
+        client: usize,
+        key: &str,
+        value: &[u8],
+    ) -> anyhow::Result<()> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let response = match self {
+            Target::OpenClaw { .. } => {
+                http.put(format!("{}/v1/kv/{key}", self.node(client)))
+                    .body(value.to_vec())
+                    .send()
+                    .await?
+            }
+            Target::Etcd { .. } => {
+                http.post(format!("{}/v3/kv/put", self.node(client)))
+                    .json(&json!({"key": b64.encode(key), "value": b64.encode(value)}))
+                    .send()
+                    .await?
+            }
+        };
+        if !response.status().is_success() {
+            bail!("HTTP {}", response.status());
+        }
+        response.bytes().await?;
+        Ok(())
+    }
+
+    async fn get(
+        &self,
+        http: &reqwest::Client,
+        client: usize,
+        key: &str,
+        mode: Read,
+    ) -> anyhow::Result<()> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let response = match self {
+            Target::OpenClaw { .. } => {
+                let consistency = if mode == Read::Stale {
+                    "stale"
+                } else {
+                    "linearizable"
+                };
+                http.get(format!(
+                    "{}/v1/kv/{key}?consistency={consistency}",
+                    self.node(client)
+                ))
+                .send()
+                .await?
+            }
+            Target::Etcd { .. } => {
+                http.post(format!("{}/v3/kv/range", self.node(client)))
+                    .json(&json!({"key": b64.encode(key), "serializable": mode == Read::Stale}))
+                    .send()
+                    .await?
+            }
+        };
+        if !response.status().is_success() {
+            bail!("HTTP {}", response.status());
+        }
+        response.bytes().await?;
+        Ok(())
+    }
+}
+
+/// Runs `clients` concurrent loops of `op` for `duration`.
+async fn drive<F, Fut>(clients: usize, duration: Duration, op: F) -> Figures
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let (stop, errors, op) = (stop.clone(), errors.clone(), op.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                match op(client, i).await {
+                    Ok(()) => latencies.push(t.elapsed().as_micros() as u64),
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                i += 1;
+            }
+            latencies
+        }));
+    }
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies_us = Vec::new();
+    for task in tasks {
+        if let Ok(l) = task.await {
+            latencies_us.extend(l);
+        }
+    }
+    Figures {
+        ops: latencies_us.len() as u64,
+        errors: errors.load(Ordering::Relaxed),
+        seconds: started.elapsed().as_secs_f64(),
+        latencies_us,
+    }
+}
+
+/// Bytes a process has caused to be written to storage, and its resident memory.
+fn proc_write_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|io| {
+            io.lines().find_map(|l| {
+                l.strip_prefix("write_bytes:")
+                    .map(|v| v.trim().parse().unwrap_or(0))
+            })
+        })
+        .unwrap_or(0)
+}
+
+fn proc_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")
+                    .and_then(|v| v.split_whitespace().next())
+                    .and_then(|v| v.parse().ok())
+            })
+        })
+        .unwrap_or(0)
+}
+
+struct Process {
+    child: Child,
+}
+
+/// How long a lab (or etcd) may take to stop after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // SIGTERM and wait, so the lab stops its nodes; kill_on_drop is only the fallback
+        // (a SIGKILLed lab would leave its nodes running).
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while Instant::now() < deadline {
+                if !matches!(self.child.try_wait(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+async fn wait_for_file(path: &Path) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if let Ok(v) = serde_json::from_str::<Value>(&text) {
+                return Ok(v);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{} did not appear within {START_TIMEOUT:?}", path.display());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("executable has no directory")?;
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} not found next to openclaw-bench (build with cargo build --release --bins)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+async fn start_lab(
+    dir: &Path,
+    nodes: usize,
+    hub_nodes: usize,
+) -> anyhow::Result<(Process, Vec<String>, Vec<u32>)> {
+    let lab_dir = dir.join("lab");
+    let log = std::fs::File::create(dir.join("lab.log"))?;
+    let child = Command::new(sibling("openclaw-lab")?)
+        .args(["up", "--edge-nodes", &nodes.to_string()])
+        .args(["--hub-nodes", &hub_nodes.to_string(), "--dir"])
+        .arg(&lab_dir)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting openclaw-lab")?;
+    let process = Process { child };
+    let endpoints = wait_for_file(&lab_dir.join("endpoints.json")).await?;
+    let (urls, pids) = read_endpoints(&endpoints)?;
+    Ok((process, urls, pids))
+}
+
+/// The first site's node URLs and pids from an endpoints.json document.
+fn read_endpoints(endpoints: &Value) -> anyhow::Result<(Vec<String>, Vec<u32>)> {
+    let nodes = endpoints["sites"][0]["nodes"]
+        .as_array()
+        .context("endpoints.json has no nodes")?;
+    let urls = nodes
+        .iter()
+        .filter_map(|n| n["http"].as_str().map(String::from))
+        .collect();
+    let pids = nodes
+        .iter()
+        .filter_map(|n| n["pid"].as_u64().map(|p| p as u32))
+        .collect();
+    Ok((urls, pids))
+}
+
+/// Every figure of one system, rows in the order they were measured (which is the order
+/// the table prints them in).
+#[derive(Default)]
+struct Table {
+    rows: Vec<(String, f64)>,
+}
+
+impl Table {
+    fn insert(&mut self, row: impl Into<String>, value: f64) {
+        self.rows.push((row.into(), value));
+    }
+
+    fn get(&self, row: &str) -> Option<f64> {
+        self.rows.iter().find(|(r, _)| r == row).map(|(_, v)| *v)
+    }
+
+    /// Throughput, latency percentiles, errors and disk bytes written per payload byte per
+    /// node of one workload at one client level.
+    fn record_level(&mut self, label: &str, figures: &Figures, written_bytes: u64, nodes: usize) {
+        self.insert(format!("{label} ops/s"), figures.per_second());
+        self.insert(format!("{label} p50 ms"), figures.percentile_ms(50.0));
+        self.insert(format!("{label} p99 ms"), figures.percentile_ms(99.0));
+        self.insert(format!("{label} p999 ms"), figures.percentile_ms(99.9));
+        self.insert(format!("{label} errors"), figures.errors as f64);
+        let payload = figures.ops * VALUE_BYTES as u64;
+        if payload > 0 {
+            self.insert(
+                format!("{label} disk bytes/payload byte/node"),
+                written_bytes as f64 / payload as f64 / nodes.max(1) as f64,
+            );
+        }
+    }
+}
+
+/// The largest resident set of `pids`, in MiB.
+fn max_rss_mib(pids: &[u32]) -> f64 {
+    pids.iter().map(|p| proc_rss_kib(*p)).max().unwrap_or(0) as f64 / 1024.0
+}
+
+/// Bytes all of `pids` have caused to be written to storage so far.
+fn written_bytes(pids: &[u32]) -> u64 {
+    pids.iter().map(|p| proc_write_bytes(*p)).sum()
+}
+
+/// What the appends workload publishes to.
+enum Appends {
+    /// `POST /v1/streams/{stream}` spread over the nodes (followers forward to the leader).
+    OpenClaw {
+        nodes: Vec<String>,
+        http: reqwest::Client,
+    },
+    /// A JetStream publish (PUB with a reply inbox, acknowledged once stored on a quorum),
+    /// one connection per client, clients spread over the servers.
+    Nats { servers: Vec<SocketAddr> },
+}
+
+impl Appends {
+    async fn run(&self, clients: usize, duration: Duration) -> anyhow::Result<Figures> {
+        let body = bytes_of_value();
+        Ok(match self {
+            Appends::OpenClaw { nodes, http } => {
+                let (nodes, http) = (Arc::new(nodes.clone()), http.clone());
+                drive(clients, duration, move |c, _| {
+                    let url = format!("{}/v1/streams/{OPENCLAW_STREAM}", nodes[c % nodes.len()]);
+                    let (http, body) = (http.clone(), body.clone());
+                    async move {
+                        let response = http.post(url).body(body.to_vec()).send().await?;
+                        if !response.status().is_success() {
+                            bail!("HTTP {}", response.status());
+                        }
+                        let reply: Value = response.json().await?;
+                        reply["seq"].as_u64().context("append reply without seq")?;
+                        Ok(())
+                    }
+                })
+                .await
+            }
+            Appends::Nats { servers } => {
+                // Connected before the clock starts: the figure is publishes, not handshakes.
+                let mut connections = Vec::with_capacity(clients);
+                for c in 0..clients {
+                    let server = servers[c % servers.len()];
+                    let connection = nats::Connection::connect(server, REQUEST_TIMEOUT)
+                        .await
+                        .with_context(|| format!("connecting to nats-server {server}"))?;
+                    connections.push(Arc::new(tokio::sync::Mutex::new(connection)));
+                }
+                let connections = Arc::new(connections);
+                drive(clients, duration, move |c, _| {
+                    let (connections, body) = (connections.clone(), body.clone());
+                    async move {
+                        // Each client owns its connection: the lock is never contended.
+                        let mut connection = connections[c].lock().await;
+                        let subject = format!("bench.{c}");
+                        let reply = connection.request(&subject, &body, REQUEST_TIMEOUT).await?;
+                        match nats::parse_pub_ack(&reply)? {
+                            PubAck::Stored { .. } => Ok(()),
+                            PubAck::Refused { code, description } => {
+                                bail!("JetStream refused the publish: {code} {description}")
+                            }
+                        }
+                    }
+                })
+                .await
+            }
+        })
+    }
+}
+
+fn bytes_of_value() -> Arc<Vec<u8>> {
+    Arc::new(vec![b'x'; VALUE_BYTES])
+}
+
+/// Runs the appends workload at every level, recording its rows and the loaded RSS.
+async fn measure_appends(
+    table: &mut Table,
+    appends: &Appends,
+    pids: &[u32],
+    levels: &[usize],
+    duration: Duration,
+) -> anyhow::Result<()> {
+    let mut peak_rss: f64 = 0.0;
+    for &clients in levels {
+        let before = written_bytes(pids);
+        let figures = appends.run(clients, duration).await?;
+        peak_rss = peak_rss.max(max_rss_mib(pids));
+        let written = written_bytes(pids).saturating_sub(before);
+        table.record_level(
+            &format!("appends c={clients}"),
+            &figures,
+            written,
+            pids.len(),
+        );
+    }
+    table.insert("rss under append load MiB (max node)", peak_rss);
+    Ok(())
+}
+
+/// The KV workloads (writes at every level, then reads), and for OpenClaw the appends
+/// workload between them.
+async fn measure(
+    target: Target,
+    pids: &[u32],
+    args: &Args,
+    appends: Option<Appends>,
+) -> anyhow::Result<Table> {
+    let mut table = Table::default();
+    let http = http_client()?;
+    let duration = Duration::from_secs(args.seconds);
+    let value = bytes_of_value();
+    table.insert("rss idle MiB (max node)", max_rss_mib(pids));
+
+    let mut peak_rss: f64 = 0.0;
+    for &clients in &args.clients {
+        let before = written_bytes(pids);
+        let (t, h, v) = (target.clone(), http.clone(), value.clone());
+        let figures = drive(clients, duration, move |c, i| {
+            let (t, h, v) = (t.clone(), h.clone(), v.clone());
+            async move { t.put(&h, c, &format!("bench/{c}/{}", i % 1000), &v).await }
+        })
+        .await;
+        peak_rss = peak_rss.max(max_rss_mib(pids));
+        let written = written_bytes(pids).saturating_sub(before);
+        table.record_level(
+            &format!("writes c={clients}"),
+            &figures,
+            written,
+            pids.len(),
+        );
+    }
+    table.insert("rss under write load MiB (max node)", peak_rss);
+
+    if let Some(appends) = appends {
+        measure_appends(&mut table, &appends, pids, append_levels(args), duration).await?;
+    }
+
+    for i in 0..READ_KEYS {
+        target.put(&http, i, &format!("read/{i}"), &value).await?;
+    }
+    for (mode, name) in [(Read::Linearizable, "linearizable"), (Read::Stale, "stale")] {
+        let (t, h) = (target.clone(), http.clone());
+        let figures = drive(args.read_clients, duration, move |c, i| {
+            let (t, h) = (t.clone(), h.clone());
+            async move {
+                t.get(
+                    &h,
+                    c,
+                    &format!("read/{}", (i as usize * 7 + c) % READ_KEYS),
+                    mode,
+                )
+                .await
+            }
+        })
+        .await;
+        let label = format!("{name} reads c={}", args.read_clients);
+        table.insert(format!("{label} ops/s"), figures.per_second());
+        table.insert(format!("{label} p99 ms"), figures.percentile_ms(99.0));
+    }
+    Ok(table)
+}
+
+fn append_levels(args: &Args) -> &[usize] {
+    args.append_clients.as_deref().unwrap_or(&args.clients)
+}
+
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(512)
+        .timeout(REQUEST_TIMEOUT)
+        .build()?)
+}
+
+/// Starts a NATS cluster, measures the appends workload on it, stops it.
+async fn measure_nats(
+    binary: &Path,
+    dir: &Path,
+    sync_always: bool,
+    args: &Args,
+) -> anyhow::Result<Table> {
+    let (_nats, servers, pids) = compare::start_nats(binary, dir, sync_always).await?;
+    eprintln!(
+        "nats ({}): 3 nodes up, measuring",
+        if sync_always {
+            "sync always"
+        } else {
+            "deferred fsync"
+        }
+    );
+    let mut table = Table::default();
+    table.insert("rss idle MiB (max node)", max_rss_mib(&pids));
+    let appends = Appends::Nats { servers };
+    let duration = Duration::from_secs(args.seconds);
+    measure_appends(&mut table, &appends, &pids, append_levels(args), duration).await?;
+    Ok(table)
+}
+
+/// Every row of any system, in first-seen order (openclaw's first).
+fn all_rows(results: &[(String, Table)]) -> Vec<String> {
+    let mut rows: Vec<String> = Vec::new();
+    for (_, table) in results {
+        for (row, _) in &table.rows {
+            if !rows.contains(row) {
+                rows.push(row.clone());
+            }
+        }
+    }
+    rows
+}
+
+/// openclaw's figure over each other system's, per row both have a finite, non-zero figure
+/// for (error counts are usually 0/0 and are left out).
+fn ratios(results: &[(String, Table)]) -> Vec<(String, Table)> {
+    let Some((_, ours)) = results.first() else {
+        return Vec::new();
+    };
+    results[1..]
+        .iter()
+        .map(|(name, theirs)| {
+            let mut table = Table::default();
+            for (row, a) in &ours.rows {
+                let ratio = theirs.get(row).map(|b| a / b);
+                if let Some(ratio) = ratio.filter(|r| r.is_finite() && !row.ends_with("errors")) {
+                    table.insert(row.clone(), ratio);
+                }
+            }
+            (format!("openclaw/{name}"), table)
+        })
+        .collect()
+}
+
+fn print_table(results: &[(String, Table)], ratios: &[(String, Table)]) {
+    let cell = |v: Option<f64>, width: usize| match v {
+        Some(v) => format!("{v:>width$.2}"),
+        None => format!("{:>width$}", "-"),
+    };
+    print!("{:<48}", "workload");
+    for (name, _) in results {
+        print!("{name:>14}");
+    }
+    for (name, _) in ratios {
+        let short = name.replace("openclaw/", "oc/");
+        print!("{short:>17}");
+    }
+    println!();
+    for row in all_rows(results) {
+        print!("{row:<48}");
+        for (_, table) in results {
+            print!("{}", cell(table.get(&row), 14));
+        }
+        for (_, table) in ratios {
+            print!("{}", cell(table.get(&row), 17));
+        }
+        println!();
+    }
+}
+
+fn table_json(tables: &[(String, Table)]) -> Value {
+    tables
+        .iter()
+        .map(|(name, table)| {
+            let rows: serde_json::Map<String, Value> = table
+                .rows
+                .iter()
+                .map(|(row, v)| (row.clone(), json!(v)))
+                .collect();
+            (name.clone(), Value::Object(rows))
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let tmp;
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp = tempfile::tempdir()?;
+            tmp.path().to_owned()
+        }
+    };
+    std::fs::create_dir_all(&dir)?;
+    // Found before anything is measured, so a missing binary fails in a second, not after
+    // the OpenClaw and etcd runs.
+    let nats_server = match args.compare {
+        true => Some(compare::find_nats_server(args.nats_server.as_deref()).await?),
+        false => None,
+    };
+    let mut versions = serde_json::Map::new();
+    let mut results: Vec<(String, Table)> = Vec::new();
+    let openclaw = |urls: Vec<String>| -> anyhow::Result<(Target, Option<Appends>)> {
+        let appends = Appends::OpenClaw {
+            nodes: urls.clone(),
+            http: http_client()?,
+        };
+        Ok((Target::OpenClaw { nodes: urls }, Some(appends)))
+    };
+    if let Some(path) = &args.endpoints {
+        let (urls, pids) = read_endpoints(&wait_for_file(path).await?)?;
+        let (target, appends) = openclaw(urls)?;
+        let table = measure(target, &pids, &args, appends).await?;
+        results.push(("openclaw".into(), table));
+    } else {
+        let (_lab, urls, pids) = start_lab(&dir, args.nodes, args.hub_nodes).await?;
+        eprintln!("openclaw: {} nodes up, measuring", urls.len());
+        let (target, appends) = openclaw(urls)?;
+        let table = measure(target, &pids, &args, appends).await?;
+        results.push(("openclaw".into(), table));
+    }
+    if let Some((nats_binary, nats_version, major_minor)) = &nats_server {
+        let etcd_version = compare::tool_version(Command::new("etcd").arg("--version")).await?;
+        versions.insert("etcd".into(), json!(etcd_version));
+        versions.insert("nats-server".into(), json!(nats_version));
+        {
+            let (_etcd, urls, pids) = compare::start_etcd(&dir).await?;
+            eprintln!("etcd: 3 members up, measuring");
+            let table = measure(Target::Etcd { nodes: urls }, &pids, &args, None).await?;
+            results.push(("etcd".into(), table));
+        }
+        eprintln!("{nats_version} ({})", nats_binary.display());
+        let table = measure_nats(nats_binary, &dir, false, &args).await?;
+        results.push(("nats-deferred".into(), table));
+        if *major_minor >= compare::NATS_SYNC_ALWAYS_SINCE {
+            let table = measure_nats(nats_binary, &dir, true, &args).await?;
+            results.push(("nats-always".into(), table));
+        } else {
+            eprintln!(
+                "{nats_version} predates sync_interval: always (2.10): no fsync-before-ack run \
+                 (hil-tests/install-compare.sh installs 2.10)"
+            );
+        }
+    }
+    let ratios = ratios(&results);
+    if !versions.is_empty() {
+        let list: Vec<String> = versions
+            .values()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect();
+        println!("compared with: {}", list.join("; "));
+    }
+    print_table(&results, &ratios);
+    if let Some(path) = &args.json {
+        let mut json = table_json(&results);
+        json["ratios"] = table_json(&ratios);
+        json["versions"] = Value::Object(versions);
+        json["conditions"] = json!({
+            "seconds": args.seconds,
+            "write_clients": args.clients,
+            "append_clients": append_levels(&args),
+            "read_clients": args.read_clients,
+            "nodes": args.nodes,
+            "value_bytes": VALUE_BYTES,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
+    }
+    Ok(())
+}
