@@ -8,7 +8,8 @@
 //! twice (an R3 file-storage stream with nats-server's default deferred fsync, then with
 //! `sync_interval: always`, fsync before ack) and runs the appends workload on it through the
 //! minimal client in `openclaw_hil_tests::nats`. hil-tests/install-compare.sh installs both.
-//! Figures are measurements, never assertions.
+//! Then (`failover.rs`) it kills a 3-node group's leader `--failovers` times per election
+//! timing and times how long writes stop. Figures are measurements, never assertions.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
 mod compare;
+mod failover;
 
 /// Value size of every KV write and stream append, in bytes (the fixed workload).
 const VALUE_BYTES: usize = 256;
@@ -83,6 +85,9 @@ struct Args {
     /// Working directory (default: a fresh temporary directory).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Leader kill -9s to time (writes resume after each), per election timing; 0 skips.
+    #[arg(long, default_value_t = 20)]
+    failovers: usize,
 }
 
 /// One measured workload.
@@ -717,6 +722,18 @@ async fn main() -> anyhow::Result<()> {
         let table = measure(target, &pids, &args, appends).await?;
         results.push(("openclaw".into(), table));
     }
+    if args.failovers > 0 && args.endpoints.is_none() {
+        if let Some((_, table)) = results.first_mut() {
+            for (i, timing) in failover::TIMINGS.iter().enumerate() {
+                eprintln!(
+                    "openclaw: {} leader kills ({})",
+                    args.failovers, timing.label
+                );
+                let dir = dir.join(format!("failover-{i}"));
+                failover::measure(&dir, args.failovers, timing, table).await?;
+            }
+        }
+    }
     if let Some((nats_binary, nats_version, major_minor)) = &nats_server {
         let etcd_version = compare::tool_version(Command::new("etcd").arg("--version")).await?;
         versions.insert("etcd".into(), json!(etcd_version));
@@ -760,6 +777,7 @@ async fn main() -> anyhow::Result<()> {
             "read_clients": args.read_clients,
             "nodes": args.nodes,
             "value_bytes": VALUE_BYTES,
+            "failovers": args.failovers,
         });
         std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
     }

@@ -1,0 +1,112 @@
+//! Leader kill -9 → first acknowledged write: how long writes stop when the leader dies
+//! without warning. Runs its own 3-node group (in-process lab harness, so the killed node
+//! can be restarted between kills) and writes at both survivors from the instant of the
+//! kill; the first 200 ends the outage.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use openclaw_hil_tests::{GroupOptions, LabGroup};
+
+use super::Table;
+
+/// Longest an outage may last before the measurement gives up.
+const OUTAGE_LIMIT: Duration = Duration::from_secs(30);
+
+/// Election timing a failover row is measured with.
+pub struct Timing {
+    pub label: &'static str,
+    pub heartbeat: &'static str,
+    pub election_timeout: &'static str,
+}
+
+/// The shipped defaults (configs/edge.toml) and the fast timing of the tests (LAN only).
+pub const TIMINGS: [Timing; 2] = [
+    Timing {
+        label: "defaults: heartbeat 100ms, election 1s",
+        heartbeat: "100ms",
+        election_timeout: "1s",
+    },
+    Timing {
+        label: "heartbeat 50ms, election 500ms",
+        heartbeat: "50ms",
+        election_timeout: "500ms",
+    },
+];
+
+/// Kills the leader `kills` times and adds p50/p99/max of the write outage to `table`.
+pub async fn measure(
+    dir: &Path,
+    kills: usize,
+    timing: &Timing,
+    table: &mut Table,
+) -> anyhow::Result<()> {
+    let options = GroupOptions {
+        heartbeat: timing.heartbeat,
+        election_timeout: timing.election_timeout,
+        ..GroupOptions::default()
+    };
+    let mut group = LabGroup::start_ready(dir, 3, options).await?;
+    let ids = group.ids();
+    let mut outages = Vec::with_capacity(kills);
+    for kill in 0..kills {
+        let leader = group.leader(&ids).await?;
+        let survivors: Vec<String> = ids
+            .iter()
+            .filter(|id| **id != leader)
+            .map(|id| group.url(*id))
+            .collect();
+        let killed_at = Instant::now();
+        group.kill9(leader)?;
+        first_write(&group.http, &survivors, kill, killed_at).await?;
+        outages.push(killed_at.elapsed());
+        group.restart(leader)?;
+        group.wait_ready(&[leader]).await?;
+    }
+    outages.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let at = |p: f64| outages[((p / 100.0) * (outages.len() - 1) as f64).round() as usize];
+    if !outages.is_empty() {
+        let label = format!(
+            "writes resume after leader kill -9 ({}, {kills} kills)",
+            timing.label
+        );
+        table.insert(format!("{label} p50 ms"), ms(at(50.0)));
+        table.insert(format!("{label} p99 ms"), ms(at(99.0)));
+        table.insert(format!("{label} max ms"), ms(outages[outages.len() - 1]));
+    }
+    Ok(())
+}
+
+/// Writes at every survivor until one write is acknowledged.
+async fn first_write(
+    http: &reqwest::Client,
+    survivors: &[String],
+    kill: usize,
+    killed_at: Instant,
+) -> anyhow::Result<()> {
+    let mut attempt = 0u64;
+    loop {
+        attempt += 1;
+        let writes = survivors.iter().map(|url| {
+            let request = http
+                .put(format!("{url}/v1/kv/failover-{kill}"))
+                .body(format!("attempt {attempt}"))
+                .send();
+            Box::pin(async move {
+                match request.await {
+                    Ok(r) if r.status().is_success() => Ok(()),
+                    Ok(r) => Err(anyhow::anyhow!("{}", r.status())),
+                    Err(e) => Err(e.into()),
+                }
+            })
+        });
+        if futures::future::select_ok(writes).await.is_ok() {
+            return Ok(());
+        }
+        if killed_at.elapsed() > OUTAGE_LIMIT {
+            bail!("no write acknowledged within {OUTAGE_LIMIT:?} of the leader's kill");
+        }
+    }
+}
