@@ -38,9 +38,10 @@ async fn short_fault_run_finds_no_violation() {
     let config = RigConfig {
         clients: 6,
         keys: 4,
-        duration: Duration::from_secs(64),
+        duration: Duration::from_secs(56),
         fault_interval: Duration::from_secs(4),
         seed: 42,
+        every_family: true,
     };
     let report = run(&mut group, Some(&mut hub), &config).await.expect("rig");
     eprintln!("{report:#?}");

@@ -110,6 +110,7 @@ pub fn group_routes(node: Arc<GroupNode>) -> Router {
         .route("/v1/admin/snapshot", post(snapshot))
         .route("/v1/admin/transfer-leader", post(transfer_leader))
         .route("/v1/admin/backup", get(backup))
+        .route("/v1/admin/digest", get(digest))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .with_state(node)
@@ -614,6 +615,20 @@ async fn backup(State(node): State<AppState>) -> Result<Response, ApiError> {
     // The open handle keeps the data readable for the response; the name can go now.
     file.remove();
     response
+}
+
+/// `GET /v1/admin/digest`: a digest of this node's whole state machine and the log index it
+/// was applied through; replicas at the same index must agree (the fault rig checks).
+async fn digest(State(node): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let store = node.store.clone();
+    let digest = tokio::task::spawn_blocking(move || store.digest())
+        .await
+        .map_err(|e| ApiError::Unavailable(OpError::Unavailable(e.to_string())))??;
+    Ok(Json(json!({
+        "applied_index": digest.applied_index,
+        "digest": format!("{:016x}", digest.hash),
+        "records": digest.records,
+    })))
 }
 
 /// Serves a file, resumable: honours `Range: bytes=N-` with 206 (416 past the end).

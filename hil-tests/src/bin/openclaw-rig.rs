@@ -113,6 +113,7 @@ async fn main() -> ExitCode {
             duration: Duration::from_secs(args.seconds),
             fault_interval: Duration::from_secs(args.fault_interval),
             seed,
+            every_family: false,
         };
         // Interrupted (Ctrl-C, SIGTERM): dropping the run kills its nodes and unmounts their
         // power-cut disks instead of leaving stale FUSE mounts behind.
@@ -144,6 +145,9 @@ async fn main() -> ExitCode {
                 );
                 for f in &r.faults {
                     println!("  fault: {f}");
+                }
+                for d in &r.digests {
+                    println!("  replicas agree: {d}");
                 }
                 operations += r.operations;
                 faults += r.faults.len();

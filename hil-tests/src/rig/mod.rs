@@ -36,6 +36,9 @@ pub struct RigConfig {
     /// Time between fault starts; each fault lasts about half of it.
     pub fault_interval: Duration,
     pub seed: u64,
+    /// Go on past `duration` until every fault family this topology supports was injected
+    /// at least once (a short CI run must cover them all, however slow the machine).
+    pub every_family: bool,
 }
 
 #[derive(Debug, Default)]
@@ -59,6 +62,8 @@ pub struct RigReport {
     pub unsynced_bytes_dropped: u64,
     /// Nodes that did not serve again within [`BOOT_TIMEOUT`] of a restart.
     pub boot_failures: usize,
+    /// The state digest each group's replicas agreed on at the end.
+    pub digests: Vec<String>,
 }
 
 impl RigReport {
@@ -85,6 +90,33 @@ pub async fn converged_seq(group: &LabGroup, ids: &[u64], timeout: Duration) -> 
         }
         if Instant::now() > deadline {
             return None;
+        }
+        tokio::time::sleep(crate::POLL).await;
+    }
+}
+
+/// Waits until every node in `ids` has applied the same log index, then compares their
+/// state digests (`/v1/admin/digest`); says how they differ, if they do.
+pub async fn compare_digests(group: &LabGroup, ids: &[u64]) -> Result<String, String> {
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    loop {
+        let mut seen = Vec::new();
+        for &id in ids {
+            match group.get_json(id, "/v1/admin/digest").await {
+                Ok(v) => seen.push((id, v["applied_index"].as_u64(), v["digest"].clone())),
+                Err(e) => seen.push((id, None, serde_json::Value::String(e.to_string()))),
+            }
+        }
+        let index = seen[0].1;
+        if index.is_some() && seen.iter().all(|(_, i, _)| *i == index) {
+            return if seen.iter().all(|(_, _, d)| *d == seen[0].2) {
+                Ok(format!("{} at index {}", seen[0].2, index.unwrap_or(0)))
+            } else {
+                Err(format!("state digests differ at index {index:?}: {seen:?}"))
+            };
+        }
+        if Instant::now() > deadline {
+            return Err(format!("nodes never applied the same index: {seen:?}"));
         }
         tokio::time::sleep(crate::POLL).await;
     }
@@ -168,7 +200,11 @@ pub async fn run(
     // Families rotate (from a seed-chosen start) so even a short run sees each of them;
     // victims are drawn at random.
     let mut turn = config.seed as usize;
-    while started.elapsed() + config.fault_interval <= config.duration {
+    let mut injected = 0;
+    while started.elapsed() + config.fault_interval <= config.duration
+        || (config.every_family && injected < families.len())
+    {
+        injected += 1;
         tokio::time::sleep(nemesis.half).await;
         turn += 1;
         let family = families[turn % families.len()];
@@ -201,6 +237,21 @@ pub async fn run(
         }
     }
     report.converged = same_values;
+    // Whole-state comparison: every keyspace of every replica (idempotency records, outbox,
+    // bookkeeping included), at the same applied index.
+    let mut digest_groups = vec![("site", &*group, ids.clone())];
+    if let Some(hub) = hub.as_deref() {
+        digest_groups.push(("hub", hub, hub.ids()));
+    }
+    for (name, g, members) in digest_groups {
+        match compare_digests(g, &members).await {
+            Ok(digest) => report.digests.push(format!("{name}: {digest}")),
+            Err(why) => {
+                report.converged = false;
+                report.faults.push(format!("{name}: {why}"));
+            }
+        }
+    }
 
     // Every acknowledged append exactly once at its seq, on every replica, in seq order.
     let acked = appends.acked();

@@ -24,7 +24,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable};
 pub use self::log::{LogReader, LogStore};
 pub use self::machine::StateMachine;
 pub use self::restore::Restored;
-pub use self::snapshot::{SnapshotData, SnapshotFile};
+pub use self::snapshot::{SnapshotData, SnapshotFile, StateDigest};
 pub use self::state::{
     site_namespace, AsOf, FeedEvent, KvItem, ShipStatus, SiteRecord, StateReader, StreamEvent,
 };
@@ -245,12 +245,24 @@ impl Store {
     /// A consistent copy of this node's whole state machine plus the committed log it still
     /// holds (a backup), written to a new checksummed file under `snapshots/`.
     pub fn backup(&self) -> Result<SnapshotFile, StoreError> {
+        let (view, sm) = self.consistent_view()?;
+        snapshot::write_backup(&self.ks, &view, &sm, &self.snapshot_dir)
+    }
+
+    /// An MVCC view of the database and the state machine meta as of that view.
+    fn consistent_view(&self) -> Result<(fjall::Snapshot, state::SmMeta), StoreError> {
         let view = self.ks.db.snapshot();
-        let sm: state::SmMeta = match view.get(&self.ks.sm_meta, state::SM_META_KEY)? {
+        let sm = match view.get(&self.ks.sm_meta, state::SM_META_KEY)? {
             Some(bytes) => codec::decode("state machine meta", &bytes)?,
             None => state::SmMeta::default(),
         };
-        snapshot::write_backup(&self.ks, &view, &sm, &self.snapshot_dir)
+        Ok((view, sm))
+    }
+
+    /// A digest of this node's whole state machine (a consistent view), to compare replicas.
+    pub fn digest(&self) -> Result<StateDigest, StoreError> {
+        let (view, sm) = self.consistent_view()?;
+        snapshot::digest(&self.ks, &view, &sm)
     }
 
     /// Verifies a backup file end to end and says what it holds.
