@@ -42,6 +42,7 @@ async fn short_fault_run_finds_no_violation() {
         fault_interval: Duration::from_secs(4),
         seed: 42,
         every_family: true,
+        only: Vec::new(),
     };
     let report = run(&mut group, Some(&mut hub), &config).await.expect("rig");
     eprintln!("{report:#?}");

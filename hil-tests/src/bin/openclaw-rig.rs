@@ -30,6 +30,14 @@ struct Args {
     /// Seconds between fault starts.
     #[arg(long, default_value_t = 4)]
     fault_interval: u64,
+    /// Only these fault families, comma-separated: partition, bridge, one-way, leader-kill,
+    /// pause, lossy, membership, overlap, power-cut-node, power-cut-site, uplink-cut,
+    /// hub-leader-kill, hub-partition, hub-power-cut (default: every one the topology has).
+    #[arg(long, value_delimiter = ',')]
+    families: Vec<String>,
+    /// Keep a failed run's directory (node logs, configs) and print where it is.
+    #[arg(long)]
+    keep_failed: bool,
     /// Nodes of the edge group (3 or 5; with 5, partitions cut one or two nodes away).
     #[arg(long, default_value_t = 3)]
     edge_nodes: u64,
@@ -114,6 +122,7 @@ async fn main() -> ExitCode {
             fault_interval: Duration::from_secs(args.fault_interval),
             seed,
             every_family: false,
+            only: args.families.clone(),
         };
         // Interrupted (Ctrl-C, SIGTERM): dropping the run kills its nodes and unmounts their
         // power-cut disks instead of leaving stale FUSE mounts behind.
@@ -148,6 +157,9 @@ async fn main() -> ExitCode {
                 }
                 for d in &r.digests {
                     println!("  replicas agree: {d}");
+                }
+                if args.keep_failed && !r.clean() {
+                    println!("  kept for inspection: {}", dir.keep().display());
                 }
                 operations += r.operations;
                 faults += r.faults.len();

@@ -39,6 +39,9 @@ pub struct RigConfig {
     /// Go on past `duration` until every fault family this topology supports was injected
     /// at least once (a short CI run must cover them all, however slow the machine).
     pub every_family: bool,
+    /// Only these fault families (by name, e.g. `power-cut-site`); empty: all that the
+    /// topology supports.
+    pub only: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -196,7 +199,15 @@ pub async fn run(
         half: config.fault_interval / 2,
         ids: ids.clone(),
     };
-    let families = families(group, hub.as_deref());
+    let families: Vec<_> = families(group, hub.as_deref())
+        .into_iter()
+        .filter(|f| config.only.is_empty() || config.only.iter().any(|n| n == f.name()))
+        .collect();
+    anyhow::ensure!(
+        !families.is_empty(),
+        "no fault family of this topology is named in {:?}",
+        config.only
+    );
     // Families rotate (from a seed-chosen start) so even a short run sees each of them;
     // victims are drawn at random.
     let mut turn = config.seed as usize;
@@ -300,9 +311,19 @@ pub async fn run(
             None => reference = Some(stream.clone()),
             Some(r) if *r != stream => {
                 report.converged = false;
-                report
-                    .faults
-                    .push(format!("{name}'s stream differs from node {}'s", ids[0]));
+                let first = r.iter().zip(&stream).position(|(a, b)| a != b);
+                let at = |s: &[(u64, String)], i: Option<usize>| {
+                    i.and_then(|i| s.get(i..(i + 3).min(s.len())).map(<[_]>::to_vec))
+                };
+                report.faults.push(format!(
+                    "{name}'s stream differs from node {}'s ({} vs {} events; first difference \
+                     {:?} vs {:?})",
+                    ids[0],
+                    stream.len(),
+                    r.len(),
+                    at(&stream, first),
+                    at(r, first),
+                ));
             }
             Some(_) => {}
         }

@@ -142,6 +142,28 @@ pub(super) fn families(group: &LabGroup, hub: Option<&LabGroup>) -> Vec<Family> 
     out
 }
 
+impl Family {
+    /// The name `openclaw-rig --families` takes.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Family::Partition => "partition",
+            Family::Bridge => "bridge",
+            Family::OneWay => "one-way",
+            Family::LeaderKill => "leader-kill",
+            Family::Pause => "pause",
+            Family::LossyLinks => "lossy",
+            Family::Membership => "membership",
+            Family::Overlap => "overlap",
+            Family::PowerCutNode => "power-cut-node",
+            Family::PowerCutSite => "power-cut-site",
+            Family::UplinkCut => "uplink-cut",
+            Family::HubLeaderKill => "hub-leader-kill",
+            Family::HubPartition => "hub-partition",
+            Family::HubPowerCut => "hub-power-cut",
+        }
+    }
+}
+
 /// The links every lossy-link fault sets.
 fn lossy() -> Faults {
     Faults {

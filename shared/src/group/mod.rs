@@ -211,6 +211,13 @@ fn raft_config(settings: &GroupSettings) -> Result<openraft::Config, StartError>
         max_in_snapshot_log_to_keep: config.raft.log_entries_kept_after_snapshot,
         install_snapshot_timeout: 60_000,
         enable_pre_vote: Some(true),
+        // A restarted leader must not resume its old term: log entries it had appended but
+        // not yet fsynced are gone after a power cut, yet a follower may hold them durably.
+        // Resuming the term, it would write different entries at the same (term, index),
+        // which the follower takes for the ones it has (Log Matching broken: replicas
+        // diverge, acknowledged writes vanish). Found by the fault rig's power cuts; an
+        // election after a leader restart costs one election timeout.
+        enable_leader_restore: Some(false),
         ..Default::default()
     }
     .validate()
