@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use openclaw_hil_tests::powercut::PowerCutDisk;
 
 const KEYSPACES: [&str; 3] = ["a", "b", "c"];
+/// Kill rounds (about half of them followed by a power cut).
+const ROUNDS: usize = 20;
 
 fn open(dir: &std::path::Path) -> (fjall::Database, Vec<fjall::Keyspace>) {
     let db = fjall::Database::builder(dir)
@@ -79,7 +81,7 @@ fn fjall_keeps_every_fsynced_batch_through_crashes_and_power_cuts() {
     let db_dir = mount.join("db");
     let mut acked: Option<u64> = None;
     let mut rng = 12345u64;
-    for round in 0..40 {
+    for round in 0..ROUNDS {
         let from = acked.map_or(0, |a| a + 1);
         let mut child = Command::new(std::env::current_exe().expect("exe"))
             .args([

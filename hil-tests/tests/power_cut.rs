@@ -103,6 +103,8 @@ mod nodes {
         PowerCut,
         /// kill -9 only: what was written but not fsynced stays in the "page cache".
         Crash,
+        /// kill -9 of the leader alone (its page cache stays), the others go on.
+        LeaderCrash,
     }
 
     /// Appends until `APPENDS_PER_CYCLE` more are acknowledged, takes every node down at
@@ -130,23 +132,30 @@ mod nodes {
         .await
         .expect("appends");
         let mut out = Cycle::default();
-        match down {
+        let downed = match down {
             Down::PowerCut => {
                 let report = group.power_cut(&ids).expect("power cut");
                 eprintln!("cycle {n}: {report:?}");
-                out.unsynced_bytes = report.unsynced_bytes
+                out.unsynced_bytes = report.unsynced_bytes;
+                ids.clone()
             }
             Down::Crash => {
                 for &id in &ids {
                     group.kill9(id).expect("kill");
                 }
+                ids.clone()
             }
-        }
+            Down::LeaderCrash => {
+                let leader = group.leader(&ids).await.expect("leader");
+                group.kill9(leader).expect("kill");
+                vec![leader]
+            }
+        };
         stop.store(true, Ordering::Relaxed);
         for t in tasks {
             t.await.expect("appender");
         }
-        for &id in &ids {
+        for &id in &downed {
             group.restart(id).expect("restart");
         }
         for &id in &ids {
@@ -240,5 +249,42 @@ mod nodes {
             "acknowledged-before-fsync writes survived a power cut: the rig cannot see the bug"
         );
         assert!(cut.unsynced_bytes > 0);
+    }
+
+    /// The leader is killed (-9) and comes back, then the whole site loses power, again and
+    /// again; every acknowledged append survives and the replicas' whole state is identical.
+    /// (The rig found, with more load, that a leader resuming its term after a power cut
+    /// rewrote entries its followers held; this short cycle did not reproduce that race on
+    /// the old setting, so `group::tests` pins the setting and the rig covers the race.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn leader_crashes_then_site_power_cuts_keep_replicas_identical() {
+        if !PowerCutDisk::available_for_tests() {
+            eprintln!("skipped: needs /dev/fuse and root");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut group = LabGroup::start_ready(dir.path(), 3, options(false))
+            .await
+            .expect("group");
+        let appends = Arc::new(Appends::default());
+        for n in 0..6 {
+            let down = if n % 2 == 0 {
+                Down::LeaderCrash
+            } else {
+                Down::PowerCut
+            };
+            let c = cycle(&mut group, &appends, n, down).await;
+            eprintln!("cycle {n}: {c:?}");
+            assert_eq!(c.boot_failures, 0, "a node did not boot");
+            assert_eq!(
+                c.lost, 0,
+                "acknowledged appends lost (or replicas diverged): {c:?}"
+            );
+            assert_eq!(c.duplicated, 0, "appends duplicated: {c:?}");
+        }
+        let ids = group.ids();
+        openclaw_hil_tests::rig::compare_digests(&group, &ids)
+            .await
+            .expect("replicas' whole state identical");
     }
 }

@@ -198,17 +198,16 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn raft_config(settings: &GroupSettings) -> Result<openraft::Config, StartError> {
-    let config = settings;
-    let heartbeat = config.raft.heartbeat_interval.0.as_millis() as u64;
-    let election = config.raft.election_timeout.0.as_millis() as u64;
+fn raft_config(raft: &RaftSection, site: &str) -> Result<openraft::Config, StartError> {
+    let heartbeat = raft.heartbeat_interval.0.as_millis() as u64;
+    let election = raft.election_timeout.0.as_millis() as u64;
     openraft::Config {
-        cluster_name: format!("openclaw-{}", settings.identity.site),
+        cluster_name: format!("openclaw-{site}"),
         heartbeat_interval: heartbeat,
         election_timeout_min: election,
         election_timeout_max: election * 2,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft.snapshot_every_entries),
-        max_in_snapshot_log_to_keep: config.raft.log_entries_kept_after_snapshot,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(raft.snapshot_every_entries),
+        max_in_snapshot_log_to_keep: raft.log_entries_kept_after_snapshot,
         install_snapshot_timeout: 60_000,
         enable_pre_vote: Some(true),
         // A restarted leader must not resume its old term: log entries it had appended but
@@ -246,7 +245,10 @@ impl GroupNode {
         )?;
         let raft = Raft::new(
             id,
-            Arc::new(raft_config(&settings)?),
+            Arc::new(raft_config(
+                &settings.raft,
+                &settings.identity.site.to_string(),
+            )?),
             NetworkFactory::new(transport.clone(), settings.identity.clone()),
             LogStore::new(store.clone()),
             machine,
@@ -734,6 +736,17 @@ pub fn render_metrics(node: &GroupNode, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::RetentionClock;
+
+    /// The power-cut regression (see `raft_config`): a leader that restarts stands for a new
+    /// election instead of resuming a term whose unsynced tail it may have lost.
+    #[test]
+    fn a_restarted_leader_does_not_resume_its_term() {
+        let raft: crate::config::RaftSection =
+            toml::from_str("listen = \"127.0.0.1:7001\"\nadvertise = \"127.0.0.1:7001\"")
+                .expect("raft section");
+        let config = super::raft_config(&raft, "site-1").expect("config");
+        assert_eq!(config.enable_leader_restore, Some(false));
+    }
 
     #[test]
     fn retention_clock_takes_the_larger_of_applied_and_monotonic_time() {
