@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use openclaw_hil_tests::powercut::PowerCutDisk;
 
 const KEYSPACES: [&str; 3] = ["a", "b", "c"];
+/// Batches per fsync in the writer.
+const GROUP_COMMIT: u64 = 10;
 /// Kill rounds (about half of them followed by a power cut).
 const ROUNDS: usize = 20;
 
@@ -54,7 +56,7 @@ fn writer(dir: &std::path::Path, from: u64) {
         batch.commit().expect("commit");
         // Group commit, as the node's syncer does: an fsync covers several batches, and
         // between fsyncs the written ones sit in the OS's buffers only.
-        if i % 10 == 9 {
+        if i % GROUP_COMMIT == GROUP_COMMIT - 1 {
             db.persist(fjall::PersistMode::SyncData).expect("persist");
             println!("{i}");
         }
@@ -105,9 +107,8 @@ fn fjall_keeps_every_fsynced_batch_through_crashes_and_power_cuts() {
         let reader = std::thread::spawn(move || {
             let mut last = None;
             for line in BufReader::new(stdout).lines() {
-                match line.ok().and_then(|l| l.trim().parse::<u64>().ok()) {
-                    Some(i) => last = Some(i),
-                    None => {}
+                if let Some(i) = line.ok().and_then(|l| l.trim().parse::<u64>().ok()) {
+                    last = Some(i);
                 }
             }
             last
@@ -120,7 +121,7 @@ fn fjall_keeps_every_fsynced_batch_through_crashes_and_power_cuts() {
         if let Some(last) = reader.join().expect("reader") {
             acked = Some(acked.map_or(last, |a| a.max(last)));
         }
-        let cut = rng % 2 == 0;
+        let cut = rng.is_multiple_of(2);
         if cut {
             disk.power_cut().expect("cut");
         }
