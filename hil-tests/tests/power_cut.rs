@@ -183,6 +183,29 @@ mod nodes {
         out
     }
 
+    /// A 3-node group on power-cut disks, or `None` (skipped) where they cannot be mounted.
+    async fn site(unsafe_no_fsync: bool) -> Option<(tempfile::TempDir, LabGroup, Arc<Appends>)> {
+        if !PowerCutDisk::available_for_tests() {
+            eprintln!("skipped: needs /dev/fuse and root");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let group = LabGroup::start_ready(dir.path(), 3, options(unsafe_no_fsync))
+            .await
+            .expect("group");
+        Some((dir, group, Arc::new(Appends::default())))
+    }
+
+    fn assert_clean(c: Cycle) {
+        eprintln!("{c:?}");
+        assert_eq!(c.boot_failures, 0, "a node did not boot");
+        assert_eq!(
+            c.lost, 0,
+            "acknowledged appends lost (or replicas diverged): {c:?}"
+        );
+        assert_eq!(c.duplicated, 0, "appends duplicated: {c:?}");
+    }
+
     fn options(unsafe_no_fsync: bool) -> GroupOptions {
         GroupOptions {
             power_cut_disks: true,
@@ -199,21 +222,11 @@ mod nodes {
     /// fsynced) → restart: every node boots, and no acknowledged append is lost or doubled.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn site_power_cuts_lose_no_acknowledged_append() {
-        if !PowerCutDisk::available_for_tests() {
-            eprintln!("skipped: needs /dev/fuse and root");
+        let Some((_dir, mut group, appends)) = site(false).await else {
             return;
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut group = LabGroup::start_ready(dir.path(), 3, options(false))
-            .await
-            .expect("group");
-        let appends = Arc::new(Appends::default());
+        };
         for n in 0..4 {
-            let c = cycle(&mut group, &appends, n, Down::PowerCut).await;
-            eprintln!("cycle {n}: {c:?}");
-            assert_eq!(c.boot_failures, 0, "a node did not boot after a power cut");
-            assert_eq!(c.lost, 0, "acknowledged appends lost: {c:?}");
-            assert_eq!(c.duplicated, 0, "appends duplicated: {c:?}");
+            assert_clean(cycle(&mut group, &appends, n, Down::PowerCut).await);
         }
         let stats = group.disk_stats();
         eprintln!("disks: {stats:?}");
@@ -226,15 +239,9 @@ mod nodes {
     /// and the power cut that follows loses acknowledged appends, which the check catches.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn acknowledging_before_fsync_is_caught_by_a_power_cut() {
-        if !PowerCutDisk::available_for_tests() {
-            eprintln!("skipped: needs /dev/fuse and root");
+        let Some((_dir, mut group, appends)) = site(true).await else {
             return;
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut group = LabGroup::start_ready(dir.path(), 3, options(true))
-            .await
-            .expect("group");
-        let appends = Arc::new(Appends::default());
+        };
         let crash = cycle(&mut group, &appends, 0, Down::Crash).await;
         eprintln!("crash: {crash:?}");
         assert_eq!(
@@ -258,29 +265,16 @@ mod nodes {
     /// the old setting, so `group::tests` pins the setting and the rig covers the race.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn leader_crashes_then_site_power_cuts_keep_replicas_identical() {
-        if !PowerCutDisk::available_for_tests() {
-            eprintln!("skipped: needs /dev/fuse and root");
+        let Some((_dir, mut group, appends)) = site(false).await else {
             return;
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut group = LabGroup::start_ready(dir.path(), 3, options(false))
-            .await
-            .expect("group");
-        let appends = Arc::new(Appends::default());
+        };
         for n in 0..6 {
             let down = if n % 2 == 0 {
                 Down::LeaderCrash
             } else {
                 Down::PowerCut
             };
-            let c = cycle(&mut group, &appends, n, down).await;
-            eprintln!("cycle {n}: {c:?}");
-            assert_eq!(c.boot_failures, 0, "a node did not boot");
-            assert_eq!(
-                c.lost, 0,
-                "acknowledged appends lost (or replicas diverged): {c:?}"
-            );
-            assert_eq!(c.duplicated, 0, "appends duplicated: {c:?}");
+            assert_clean(cycle(&mut group, &appends, n, down).await);
         }
         let ids = group.ids();
         openclaw_hil_tests::rig::compare_digests(&group, &ids)
