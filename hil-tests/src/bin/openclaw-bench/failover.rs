@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use openclaw_hil_tests::{GroupOptions, LabGroup};
 
-use super::Table;
+use super::{Figures, Table};
 
 /// Longest an outage may last before the measurement gives up.
 const OUTAGE_LIMIT: Duration = Duration::from_secs(30);
@@ -64,17 +64,18 @@ pub async fn measure(
         group.restart(leader)?;
         group.wait_ready(&[leader]).await?;
     }
-    outages.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let at = |p: f64| outages[((p / 100.0) * (outages.len() - 1) as f64).round() as usize];
-    if !outages.is_empty() {
+    let outages = Figures {
+        latencies_us: outages.iter().map(|d| d.as_micros() as u64).collect(),
+        ..Figures::default()
+    };
+    if !outages.latencies_us.is_empty() {
         let label = format!(
             "writes resume after leader kill -9 ({}, {kills} kills)",
             timing.label
         );
-        table.insert(format!("{label} p50 ms"), ms(at(50.0)));
-        table.insert(format!("{label} p99 ms"), ms(at(99.0)));
-        table.insert(format!("{label} max ms"), ms(outages[outages.len() - 1]));
+        table.insert(format!("{label} p50 ms"), outages.percentile_ms(50.0));
+        table.insert(format!("{label} p99 ms"), outages.percentile_ms(99.0));
+        table.insert(format!("{label} max ms"), outages.percentile_ms(100.0));
     }
     Ok(())
 }

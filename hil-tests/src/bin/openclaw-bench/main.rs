@@ -90,20 +90,29 @@ struct Args {
     failovers: usize,
 }
 
+/// Fails unless `response` is a success; reads its body so the connection can be reused.
+async fn drain_success(response: reqwest::Response) -> anyhow::Result<()> {
+    if !response.status().is_success() {
+        bail!("HTTP {}", response.status());
+    }
+    response.bytes().await?;
+    Ok(())
+}
+
 /// One measured workload.
 #[derive(Default, Clone)]
-struct Figures {
+pub(crate) struct Figures {
     ops: u64,
     errors: u64,
     seconds: f64,
-    latencies_us: Vec<u64>,
+    pub(crate) latencies_us: Vec<u64>,
 }
 
 impl Figures {
     fn per_second(&self) -> f64 {
         self.ops as f64 / self.seconds.max(1e-9)
     }
-    fn percentile_ms(&self, p: f64) -> f64 {
+    pub(crate) fn percentile_ms(&self, p: f64) -> f64 {
         if self.latencies_us.is_empty() {
             return f64::NAN;
         }
@@ -165,11 +174,7 @@ impl Target {
                     .await?
             }
         };
-        if !response.status().is_success() {
-            bail!("HTTP {}", response.status());
-        }
-        response.bytes().await?;
-        Ok(())
+        drain_success(response).await
     }
 
     async fn get(
@@ -201,11 +206,7 @@ impl Target {
                     .await?
             }
         };
-        if !response.status().is_success() {
-            bail!("HTTP {}", response.status());
-        }
-        response.bytes().await?;
-        Ok(())
+        drain_success(response).await
     }
 }
 
