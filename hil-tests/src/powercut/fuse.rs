@@ -20,6 +20,10 @@ const NO_CACHE: Duration = Duration::ZERO;
 const BLOCK: u32 = 4096;
 /// Capacity reported by statfs (the volume is in RAM; this only keeps `df` sane).
 const CAPACITY_BLOCKS: u64 = 16 << 20;
+/// Inodes reported by statfs (total and free: the volume does not count them).
+const CAPACITY_INODES: u64 = 1 << 20;
+/// Longest file name reported by statfs.
+const NAME_MAX: u32 = 255;
 
 pub(super) struct PowerCutFs {
     pub volume: Arc<Mutex<Volume>>,
@@ -338,10 +342,10 @@ impl Filesystem for PowerCutFs {
             CAPACITY_BLOCKS,
             free,
             free,
-            1 << 20,
-            1 << 20,
+            CAPACITY_INODES,
+            CAPACITY_INODES,
             BLOCK,
-            255,
+            NAME_MAX,
             BLOCK,
         );
     }
