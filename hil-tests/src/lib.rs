@@ -105,6 +105,8 @@ pub struct GroupOptions {
     pub hub_sites: Vec<String>,
     pub heartbeat: &'static str,
     pub election_timeout: &'static str,
+    /// `[raft] election_timeout_max`; `None` leaves the daemon's default (2x the minimum).
+    pub election_timeout_max: Option<&'static str>,
     pub snapshot_every_entries: u64,
     pub log_entries_kept_after_snapshot: u64,
     pub write_timeout: &'static str,
@@ -168,6 +170,7 @@ impl Default for GroupOptions {
             hub_sites: Vec::new(),
             heartbeat: "100ms",
             election_timeout: "1s",
+            election_timeout_max: None,
             snapshot_every_entries: 10_000,
             log_entries_kept_after_snapshot: 1_000,
             write_timeout: "5s",
@@ -395,7 +398,7 @@ impl LabGroup {
         };
         let mut text = format!(
             "[node]\nid = {id}\n{name_key} = \"{}\"\ndata_dir = \"{}\"\n\n[raft]\nlisten = \"{}\"\nadvertise = \"{}\"\n\
-             heartbeat_interval = \"{}\"\nelection_timeout = \"{}\"\nsnapshot_every_entries = {}\n\
+             heartbeat_interval = \"{}\"\nelection_timeout = \"{}\"\n{}snapshot_every_entries = {}\n\
              log_entries_kept_after_snapshot = {}\nkeep_alive = \"1s\"\nidle_timeout = \"5s\"\n\n\
              [http]\nlisten = \"{}\"\n\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\n\
              [api]\nwrite_timeout = \"{}\"\nread_timeout = \"{}\"\n\n",
@@ -405,6 +408,9 @@ impl LabGroup {
             node.raft_advertise,
             o.heartbeat,
             o.election_timeout,
+            o.election_timeout_max
+                .map(|max| format!("election_timeout_max = \"{max}\"\n"))
+                .unwrap_or_default(),
             o.snapshot_every_entries,
             o.log_entries_kept_after_snapshot,
             node.http_listen,

@@ -138,9 +138,15 @@ pub struct RaftSection {
     pub advertise: Option<SocketAddr>,
     #[serde(default = "defaults::heartbeat_interval")]
     pub heartbeat_interval: HumanDuration,
-    /// Lower bound of the randomized election timeout; the upper bound is twice it.
+    /// Lower bound of the randomized election timeout.
     #[serde(default = "defaults::election_timeout")]
     pub election_timeout: HumanDuration,
+    /// Upper bound of the randomized election timeout; by default
+    /// `election_timeout` × [`ELECTION_TIMEOUT_MAX_PER_MIN`]. openraft also uses it as the
+    /// leader lease a follower waits out before its election timer starts, so a follower
+    /// campaigns `max + [min, max]` after the last heartbeat it heard: that sum is the
+    /// failover time.
+    pub election_timeout_max: Option<HumanDuration>,
     #[serde(default = "defaults::snapshot_every_entries")]
     pub snapshot_every_entries: u64,
     #[serde(default = "defaults::log_entries_kept_after_snapshot")]
@@ -153,9 +159,22 @@ pub struct RaftSection {
     pub idle_timeout: HumanDuration,
 }
 
+/// Default upper bound of the election timeout over its lower bound: a window as wide as the
+/// lower bound keeps two followers' timers (which fire on openraft's ticks, ~heartbeat/5
+/// apart) from coinciding, so split votes stay rare.
+pub const ELECTION_TIMEOUT_MAX_PER_MIN: u32 = 2;
+
 impl RaftSection {
     pub fn advertised(&self) -> SocketAddr {
         self.advertise.unwrap_or(self.listen)
+    }
+
+    /// The randomized election timeout's upper bound (configured, or derived from the lower).
+    pub fn election_timeout_max(&self) -> Duration {
+        match self.election_timeout_max {
+            Some(max) => max.0,
+            None => self.election_timeout.0 * ELECTION_TIMEOUT_MAX_PER_MIN,
+        }
     }
 }
 
@@ -255,6 +274,12 @@ impl RaftSection {
                 format!("must be at least 3x raft.heartbeat_interval ({heartbeat:?})"),
             ));
         }
+        if self.election_timeout_max() <= election {
+            return Err(invalid(
+                "raft.election_timeout_max",
+                format!("must be longer than raft.election_timeout ({election:?})"),
+            ));
+        }
         if self.snapshot_every_entries == 0 {
             return Err(invalid("raft.snapshot_every_entries", "must be > 0".into()));
         }
@@ -272,13 +297,18 @@ impl RaftSection {
 pub mod defaults {
     use super::*;
 
-    /// Heartbeats at 100 ms keep followers' election timers fed over lossy site LANs.
+    /// Heartbeats every 50 ms: several per election timeout, so a lossy site LAN must drop
+    /// a run of them (to a majority: pre-vote) before anyone campaigns.
     pub fn heartbeat_interval() -> HumanDuration {
-        HumanDuration(Duration::from_millis(100))
+        HumanDuration(Duration::from_millis(50))
     }
-    /// 1 s (randomized to 2 s): a new leader within ~2 s of a crash, no churn on a busy LAN.
+    /// 150 ms, randomized to 300 ms. openraft first waits out the leader lease (the upper
+    /// bound), so followers campaign 450–600 ms after the last heartbeat they heard, and a
+    /// split vote costs one more timeout (≤ 900 ms): writes resume within 1 s of a leader's
+    /// crash (openclaw-bench). A follower must hear nothing for 450 ms — hundreds of LAN
+    /// round trips — before it even asks for votes.
     pub fn election_timeout() -> HumanDuration {
-        HumanDuration(Duration::from_secs(1))
+        HumanDuration(Duration::from_millis(150))
     }
     pub fn snapshot_every_entries() -> u64 {
         10_000
@@ -564,5 +594,36 @@ mod tests {
         )
         .expect("parse");
         assert_eq!(ok.storage.map(|s| s.cache_size), Some(ByteSize(8 << 20)));
+    }
+
+    fn raft(extra: &str) -> RaftSection {
+        toml::from_str(&format!("listen = \"127.0.0.1:7001\"\n{extra}")).expect("raft section")
+    }
+
+    #[test]
+    fn election_timeout_max_defaults_to_twice_the_min() {
+        let defaults = raft("");
+        assert_eq!(defaults.election_timeout.0, Duration::from_millis(150));
+        assert_eq!(defaults.election_timeout_max(), Duration::from_millis(300));
+        defaults
+            .validate(Path::new("c.toml"))
+            .expect("defaults are valid");
+        let derived = raft("election_timeout = \"1s\"\n");
+        assert_eq!(derived.election_timeout_max(), Duration::from_secs(2));
+        let explicit = raft("election_timeout = \"1s\"\nelection_timeout_max = \"1500ms\"\n");
+        assert_eq!(explicit.election_timeout_max(), Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn bad_raft_timing_is_named() {
+        let path = Path::new("c.toml");
+        let err = raft("election_timeout = \"500ms\"\nelection_timeout_max = \"500ms\"\n")
+            .validate(path)
+            .expect_err("max must exceed min");
+        assert!(err.to_string().contains("election_timeout_max"), "{err}");
+        let err = raft("heartbeat_interval = \"100ms\"\nelection_timeout = \"250ms\"\n")
+            .validate(path)
+            .expect_err("election must be 3 heartbeats");
+        assert!(err.to_string().contains("raft.election_timeout"), "{err}");
     }
 }

@@ -200,12 +200,13 @@ pub fn now_ms() -> u64 {
 
 fn raft_config(raft: &RaftSection, site: &str) -> Result<openraft::Config, StartError> {
     let heartbeat = raft.heartbeat_interval.0.as_millis() as u64;
-    let election = raft.election_timeout.0.as_millis() as u64;
+    let election_min = raft.election_timeout.0.as_millis() as u64;
+    let election_max = raft.election_timeout_max().as_millis() as u64;
     openraft::Config {
         cluster_name: format!("openclaw-{site}"),
         heartbeat_interval: heartbeat,
-        election_timeout_min: election,
-        election_timeout_max: election * 2,
+        election_timeout_min: election_min,
+        election_timeout_max: election_max,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(raft.snapshot_every_entries),
         max_in_snapshot_log_to_keep: raft.log_entries_kept_after_snapshot,
         install_snapshot_timeout: 60_000,

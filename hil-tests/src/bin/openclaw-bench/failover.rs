@@ -19,19 +19,23 @@ pub struct Timing {
     pub label: &'static str,
     pub heartbeat: &'static str,
     pub election_timeout: &'static str,
+    pub election_timeout_max: &'static str,
 }
 
-/// The shipped defaults (configs/edge.toml) and the fast timing of the tests (LAN only).
+/// The shipped defaults (shared/src/config.rs `defaults`, configs/edge.toml), and the defaults
+/// before 2026-12-01 (etcd's heartbeat and election timeout) for comparison.
 pub const TIMINGS: [Timing; 2] = [
     Timing {
-        label: "defaults: heartbeat 100ms, election 1s",
-        heartbeat: "100ms",
-        election_timeout: "1s",
+        label: "defaults: heartbeat 50ms, election 150-300ms",
+        heartbeat: "50ms",
+        election_timeout: "150ms",
+        election_timeout_max: "300ms",
     },
     Timing {
-        label: "heartbeat 50ms, election 500ms",
-        heartbeat: "50ms",
-        election_timeout: "500ms",
+        label: "heartbeat 100ms, election 1-2s",
+        heartbeat: "100ms",
+        election_timeout: "1s",
+        election_timeout_max: "2s",
     },
 ];
 
@@ -45,6 +49,7 @@ pub async fn measure(
     let options = GroupOptions {
         heartbeat: timing.heartbeat,
         election_timeout: timing.election_timeout,
+        election_timeout_max: Some(timing.election_timeout_max),
         ..GroupOptions::default()
     };
     let mut group = LabGroup::start_ready(dir, 3, options).await?;
