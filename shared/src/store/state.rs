@@ -133,8 +133,10 @@ pub(crate) fn apply_command(
             value,
             if_revision,
         } => {
-            let current = current_revision(ks, key, writer.ns())?;
+            // Only a conditional put needs the key's revision: an unconditional one skips
+            // the point read (~5% of a leader's CPU under a write load).
             if let Some(expected) = *if_revision {
+                let current = current_revision(ks, key, writer.ns())?;
                 if current.unwrap_or(0) != expected {
                     return finish(
                         ks,
