@@ -127,6 +127,65 @@ async fn writes_at_every_node_are_read_linearizably_at_every_node() {
     }
 }
 
+/// A follower forwards its clients' concurrent writes in shared RPCs (`group/forward.rs`), and
+/// every write still gets its own outcome: the puts are acknowledged with distinct seqs and
+/// readable, the conditional puts that cannot hold are refused with 412, each on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_at_a_follower_share_forward_batches_with_their_own_outcomes() {
+    const WRITERS: usize = 64;
+    let (_dir, g) = group(3, fast()).await;
+    let ids = g.ids();
+    let leader = g.leader(&ids).await.expect("leader");
+    let follower = *ids.iter().find(|id| **id != leader).expect("a follower");
+    let batches_before = g
+        .metric(follower, "openclaw_forwarded_batches_total")
+        .await
+        .expect("metric");
+    let writes = (0..WRITERS).map(|i| {
+        let g = &g;
+        async move {
+            // Every fourth write is a put-if-absent on a key that exists: refused.
+            let headers: &[(&str, &str)] = if i % 4 == 0 {
+                &[("If-Match", "0")]
+            } else {
+                &[]
+            };
+            let key = if i % 4 == 0 {
+                "taken".to_string()
+            } else {
+                format!("batch-{i}")
+            };
+            (i, put(g, follower, &key, &format!("v{i}"), headers).await)
+        }
+    });
+    assert_eq!(put(&g, leader, "taken", "first", &[]).await.status, 200);
+    let answers = futures::future::join_all(writes).await;
+    let mut seqs = std::collections::BTreeSet::new();
+    let mut acked = BTreeMap::new();
+    for (i, a) in answers {
+        if i % 4 == 0 {
+            assert_eq!(a.status, 412, "conditional put {i}: {}", a.text());
+        } else {
+            assert_eq!(a.status, 200, "put {i}: {}", a.text());
+            assert!(
+                seqs.insert(a.json()["seq"].as_u64().expect("seq")),
+                "seq reused"
+            );
+            acked.insert(format!("batch-{i}"), format!("v{i}"));
+        }
+    }
+    assert_reads(&g, leader, &acked).await;
+    let forwarded = g
+        .metric(follower, "openclaw_forwarded_batches_total")
+        .await
+        .expect("metric")
+        - batches_before;
+    assert!(
+        forwarded >= 1.0 && forwarded < WRITERS as f64,
+        "{WRITERS} concurrent writes took {forwarded} forward RPCs"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_kill_elects_a_new_leader_and_loses_nothing() {
     let (_dir, mut g) = group(3, fast()).await;

@@ -74,6 +74,21 @@ pub const MAX_SITES_PER_GROUP: usize = 10_000;
 /// zstd level of shipping batches: fast on gateway CPUs, most of the gain on JSON telemetry.
 pub const SHIP_ZSTD_LEVEL: i32 = 3;
 
+/// Forwarded writes (follower → leader) travel in batches of at most this many commands
+/// (`Request::ClientWriteBatch`), so concurrent clients of a follower share one RPC.
+pub const MAX_FORWARD_BATCH_COMMANDS: usize = 256;
+
+/// Estimated encoded bytes of the commands in one forwarded batch (`Command::approx_encoded_bytes`).
+pub const FORWARD_BATCH_MAX_BYTES: usize = 1024 * 1024;
+
+/// A command estimated larger than this is forwarded on its own (`Request::ClientWrite`), so a
+/// batch never carries a value near the frame limit.
+pub const FORWARD_BATCH_ITEM_MAX_BYTES: usize = 64 * 1024;
+
+/// Forwarded batches one follower has in flight at once; requests arriving meanwhile queue
+/// and leave together in the next batch (the batch size adapts to the load).
+pub const MAX_FORWARD_BATCHES_IN_FLIGHT: usize = 4;
+
 /// Bytes a QUIC peer may have in flight to us on one connection (all streams), and that we
 /// buffer for sending on one: the bound on transport memory per peer (a small gateway has
 /// a handful of peers).
@@ -100,3 +115,6 @@ const _: () = assert!(
         < MAX_FRAME_BYTES
 );
 const _: () = assert!(DEFAULT_PAGE_ITEMS <= MAX_PAGE_ITEMS);
+const _: () = assert!(FORWARD_BATCH_ITEM_MAX_BYTES <= FORWARD_BATCH_MAX_BYTES);
+// A full batch (each command counted at its estimate) and its framing fit in one frame.
+const _: () = assert!(FORWARD_BATCH_MAX_BYTES + MAX_FORWARD_BATCH_COMMANDS * 16 < MAX_FRAME_BYTES);

@@ -176,6 +176,7 @@ pub struct GroupMetrics {
     pub write_latency: Histogram,
     pub read_barrier_latency: Histogram,
     pub forwarded_writes: Counter,
+    pub forwarded_batches: Counter,
     pub elections: Counter,
     pub leader_changes: Counter,
     pub commits: Counter,
@@ -193,6 +194,10 @@ pub static GROUP: GroupMetrics = GroupMetrics {
     forwarded_writes: Counter::new(
         "openclaw_forwarded_writes_total",
         "Writes forwarded to the leader",
+    ),
+    forwarded_batches: Counter::new(
+        "openclaw_forwarded_batches_total",
+        "RPCs that carried forwarded writes to the leader (several writes each under load)",
     ),
     elections: Counter::new(
         "openclaw_raft_elections_total",
@@ -219,6 +224,7 @@ impl SharedMetrics {
         GROUP.write_latency.render(out);
         GROUP.read_barrier_latency.render(out);
         GROUP.forwarded_writes.render(out);
+        GROUP.forwarded_batches.render(out);
         GROUP.elections.render(out);
         GROUP.leader_changes.render(out);
         GROUP.commits.render(out);

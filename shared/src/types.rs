@@ -116,6 +116,26 @@ pub enum Op {
     Activate,
 }
 
+impl Command {
+    /// An upper bound of this command's encoded size: its variable-length parts plus
+    /// `ENTRY_OVERHEAD_BYTES` for everything fixed (what frame and batch budgets count).
+    pub fn approx_encoded_bytes(&self) -> usize {
+        let op = match &self.op {
+            Op::Put { key, value, .. } => key.len() + value.len(),
+            Op::Delete { key, .. } => key.len(),
+            Op::Append { stream, data } => stream.len() + data.len(),
+            Op::Ingest { batch } => batch.len(),
+            Op::Promote { site } | Op::BeginFailback { site } | Op::CompleteFailback { site } => {
+                site.len()
+            }
+            Op::Shipped { .. } | Op::Fence { .. } | Op::Activate => 0,
+        };
+        let idempotency = self.idempotency.as_ref().map_or(0, |i| i.key.len());
+        let site = self.site.as_ref().map_or(0, String::len);
+        op + idempotency + site + crate::limits::ENTRY_OVERHEAD_BYTES
+    }
+}
+
 impl fmt::Debug for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -116,6 +116,9 @@ pub enum Request {
         /// hub's frozen state).
         head_seq: u64,
     },
+    /// Client writes forwarded to the leader together (at most `MAX_FORWARD_BATCH_COMMANDS`);
+    /// answered with one result per command, in order.
+    ClientWriteBatch(Vec<Command>),
 }
 
 /// One shipping batch on a session: `ship::codec` bytes (compressed, bounded by the frame).
@@ -144,6 +147,8 @@ pub enum Response {
     ReadIndex(u64),
     Admin(AdminResult),
     Error(RemoteError),
+    /// One result per command of a `ClientWriteBatch`, in its order.
+    ClientWriteBatch(Vec<Result<CommandResponse, RemoteError>>),
 }
 
 /// Why a remote node did not carry out a request.

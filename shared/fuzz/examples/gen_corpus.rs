@@ -208,7 +208,11 @@ fn wire_seeds() {
     );
     let requests: Vec<(&str, Request)> = vec![
         ("read-index", Request::ReadIndex),
-        ("client-write", Request::ClientWrite(write)),
+        ("client-write", Request::ClientWrite(write.clone())),
+        (
+            "client-write-batch",
+            Request::ClientWriteBatch(vec![write.clone(), write]),
+        ),
         ("append", Request::AppendEntries(append_request())),
         (
             "vote",
@@ -254,6 +258,16 @@ fn wire_seeds() {
                 seq: 7,
                 revision: 3,
             }),
+        ),
+        (
+            "write-batch",
+            Response::ClientWriteBatch(vec![
+                Ok(CommandResponse::Put {
+                    seq: 8,
+                    revision: 8,
+                }),
+                Err(RemoteError::OutcomeUnknown("leader changed".into())),
+            ]),
         ),
         ("read-index", Response::ReadIndex(42)),
         (

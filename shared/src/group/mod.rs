@@ -4,6 +4,7 @@
 //! changes — plus a clean shutdown. The daemons add their policy on top (client API, the
 //! shipper at the edge, ingest at the hub) and never reimplement this.
 
+mod forward;
 mod rpc;
 pub mod supervise;
 
@@ -19,10 +20,11 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ReadPolicy, ServerState, SnapshotPolicy};
 use tracing::{info, warn};
 
+use self::forward::Forwarder;
 use self::rpc::RpcService;
 use crate::config::{RaftSection, SiteId, StorageSection, TlsSection};
 use crate::identity::NodeIdentity;
-use crate::limits::MAX_GROUP_SIZE;
+use crate::limits::{FORWARD_BATCH_ITEM_MAX_BYTES, MAX_GROUP_SIZE};
 use crate::metrics::GROUP;
 use crate::network::NetworkFactory;
 use crate::store::{LogStore, StateMachine, StateReader, Store};
@@ -106,7 +108,7 @@ pub enum StartError {
 }
 
 /// Why an operation was not carried out; each maps to one HTTP status.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum OpError {
     #[error("no leader is known; the group may have lost its quorum")]
     NoLeader,
@@ -158,6 +160,8 @@ pub struct GroupNode {
     pub transport: Arc<Transport>,
     /// Stamps `Command.elapsed_ms` on this node's proposals.
     retention_clock: RetentionClock,
+    /// Writes this node forwards to the leader, in batches.
+    forwarder: Forwarder,
 }
 
 /// This node's reading of the group's retention clock: the applied clock it last saw grow,
@@ -258,7 +262,7 @@ impl GroupNode {
         .map_err(|e| StartError::Raft(e.to_string()))?;
 
         let retention_clock = RetentionClock::new(reader.retention_ms());
-        let node = Arc::new(GroupNode {
+        let node = Arc::new_cyclic(|node| GroupNode {
             settings,
             id,
             raft,
@@ -266,6 +270,7 @@ impl GroupNode {
             store,
             transport: transport.clone(),
             retention_clock,
+            forwarder: Forwarder::start(node.clone()),
         });
         let external = external(&node);
         let service = RpcService::new(node.clone(), external.clone());
@@ -430,6 +435,10 @@ impl GroupNode {
         if self.is_leader() {
             return self.write_local(command.clone()).await;
         }
+        if command.approx_encoded_bytes() <= FORWARD_BATCH_ITEM_MAX_BYTES {
+            return self.forwarder.write(command.clone()).await;
+        }
+        GROUP.forwarded_batches.inc();
         match self
             .to_leader(&Request::ClientWrite(command.clone()))
             .await?

@@ -12,7 +12,7 @@ use tracing::warn;
 
 use super::{ExternalService, GroupNode, OpError};
 use crate::identity::NodeIdentity;
-use crate::limits::MAX_SNAPSHOT_BYTES;
+use crate::limits::{MAX_FORWARD_BATCH_COMMANDS, MAX_SNAPSHOT_BYTES};
 use crate::metrics::SHARED;
 use crate::store::{SnapshotData, SnapshotFile};
 use crate::transport::{RpcHandler, StreamEnd};
@@ -61,13 +61,17 @@ fn check_sender(peer: &NodeIdentity, claimed: NodeId) -> Result<(), Response> {
     }
 }
 
-fn op_error(e: OpError) -> Response {
-    Response::Error(match e {
+fn remote_error(e: OpError) -> RemoteError {
+    match e {
         OpError::NoLeader => RemoteError::NotLeader { leader: None },
         OpError::Rejected(m) => RemoteError::Rejected(m),
         OpError::OutcomeUnknown(m) => RemoteError::OutcomeUnknown(m),
         other => RemoteError::Unavailable(other.to_string()),
-    })
+    }
+}
+
+fn op_error(e: OpError) -> Response {
+    Response::Error(remote_error(e))
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Response {
@@ -266,6 +270,23 @@ impl RpcHandler for RpcService {
                 Ok(response) => Response::ClientWrite(response),
                 Err(e) => op_error(e),
             },
+            Request::ClientWriteBatch(commands) => {
+                if commands.len() > MAX_FORWARD_BATCH_COMMANDS {
+                    return Response::Error(RemoteError::Rejected(format!(
+                        "a batch of {} writes; at most {MAX_FORWARD_BATCH_COMMANDS}",
+                        commands.len()
+                    )));
+                }
+                // Proposed concurrently, so openraft appends them as one batch.
+                let writes = commands.into_iter().map(|c| self.node.write_local(c));
+                let results = futures::future::join_all(writes).await;
+                Response::ClientWriteBatch(
+                    results
+                        .into_iter()
+                        .map(|r| r.map_err(remote_error))
+                        .collect(),
+                )
+            }
             Request::ReadIndex => match self.node.read_index_local().await {
                 Ok(index) => Response::ReadIndex(index),
                 Err(e) => op_error(e),
