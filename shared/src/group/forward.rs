@@ -122,9 +122,18 @@ async fn run(node: Weak<GroupNode>, mut pending: mpsc::Receiver<Pending>) {
 
 impl GroupNode {
     async fn forward_batch(&self, batch: Vec<Pending>) {
-        let count = batch.len();
-        let (commands, replies): (Vec<Command>, Vec<oneshot::Sender<Outcome>>) =
-            batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+        // A writer that gave up while its write waited (its deadline passed, the client went
+        // away) was told the outcome is unknown; not sending the write keeps that answer's
+        // "may not have been applied" the likely case instead of applying it much later.
+        let (commands, replies): (Vec<Command>, Vec<oneshot::Sender<Outcome>>) = batch
+            .into_iter()
+            .filter(|p| !p.reply.is_closed())
+            .map(|p| (p.command, p.reply))
+            .unzip();
+        let count = commands.len();
+        if count == 0 {
+            return;
+        }
         GROUP.forwarded_batches.inc();
         let outcomes: Vec<Outcome> =
             match self.to_leader(&Request::ClientWriteBatch(commands)).await {
