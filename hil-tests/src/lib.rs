@@ -13,6 +13,7 @@ pub mod powercut;
 pub mod relay;
 pub mod rig;
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -245,14 +246,48 @@ fn node_ip(base: u32, id: u64) -> IpAddr {
     IpAddr::V4(Ipv4Addr::from(loopback + (base + id as u32) % (1 << 24)))
 }
 
+/// Ports this process has handed out. A port is probed free by binding port 0 and closing,
+/// and the node binds it only when it starts, so the kernel may hand the same port out again
+/// meanwhile (a hub group created while an edge group's nodes are not started yet): the edge
+/// node then cannot bind it, and the lab's readiness probe gets the other node's answer.
+static HANDED_OUT_PORTS: std::sync::Mutex<BTreeSet<(bool, IpAddr, u16)>> =
+    std::sync::Mutex::new(BTreeSet::new());
+
+/// Probes with `probe` until it returns a port this process has not handed out before.
+fn unique_port(
+    udp: bool,
+    ip: IpAddr,
+    probe: impl Fn() -> std::io::Result<u16>,
+) -> anyhow::Result<u16> {
+    const ATTEMPTS: usize = 1000;
+    for _ in 0..ATTEMPTS {
+        let port = probe()?;
+        let mut handed_out = HANDED_OUT_PORTS
+            .lock()
+            .map_err(|_| anyhow::anyhow!("port registry poisoned"))?;
+        if handed_out.insert((udp, ip, port)) {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!(
+        "no unused {} port on {ip} after {ATTEMPTS} probes",
+        if udp { "UDP" } else { "TCP" }
+    )
+}
+
 fn free_udp_port(ip: IpAddr) -> anyhow::Result<u16> {
-    Ok(std::net::UdpSocket::bind((ip, 0))?.local_addr()?.port())
+    unique_port(true, ip, || {
+        Ok(std::net::UdpSocket::bind((ip, 0))?.local_addr()?.port())
+    })
 }
 
 fn free_tcp_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    unique_port(false, loopback, || {
+        Ok(std::net::TcpListener::bind((loopback, 0))?
+            .local_addr()?
+            .port())
+    })
 }
 
 impl LabGroup {
