@@ -138,19 +138,19 @@ impl GroupNode {
         let outcomes: Vec<Outcome> =
             match self.to_leader(&Request::ClientWriteBatch(commands)).await {
                 // This node leads now: each write retries here (`GroupNode::write`).
-                Ok(None) => (0..count).map(|_| Err(OpError::NoLeader)).collect(),
+                Ok(None) => same_for_all(count, OpError::NoLeader),
                 Ok(Some(Response::ClientWriteBatch(results))) if results.len() == count => results
                     .into_iter()
                     .map(|r| r.map_err(OpError::from))
                     .collect(),
-                Ok(Some(Response::Error(e))) => (0..count).map(|_| Err(e.clone().into())).collect(),
-                Ok(Some(other)) => {
-                    let why = format!("unexpected reply to a batch of {count} writes: {other:?}");
-                    (0..count)
-                        .map(|_| Err(OpError::OutcomeUnknown(why.clone())))
-                        .collect()
-                }
-                Err(e) => (0..count).map(|_| Err(e.clone())).collect(),
+                Ok(Some(Response::Error(e))) => same_for_all(count, e.into()),
+                Ok(Some(other)) => same_for_all(
+                    count,
+                    OpError::OutcomeUnknown(format!(
+                        "unexpected reply to a batch of {count} writes: {other:?}"
+                    )),
+                ),
+                Err(e) => same_for_all(count, e),
             };
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             if outcome.is_ok() {
@@ -160,6 +160,11 @@ impl GroupNode {
             let _ = reply.send(outcome);
         }
     }
+}
+
+/// The outcome of a batch that failed as a whole, for each of its `count` writes.
+fn same_for_all(count: usize, error: OpError) -> Vec<Outcome> {
+    vec![Err(error); count]
 }
 
 #[cfg(test)]
