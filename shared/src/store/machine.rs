@@ -1,29 +1,34 @@
 //! openraft's `RaftStateMachine` over the rules in `state` and the snapshots in `snapshot`.
 //!
 //! Each applied entry is one fjall batch holding its KV/stream/idempotency writes and the
-//! new `SmMeta` (applied log id, membership, seq, HLC), so the state machine on disk is always
+//! new `SmMeta` (applied log id, seq, HLC; the membership only when it changed), so the state machine on disk is always
 //! the result of a prefix of the log. Applying does not fsync: on restart openraft re-applies
 //! from the durable `applied` up to the saved `committed`. A snapshot is a fjall view of the
 //! state machine (no IO); it is written out only when sent to a follower.
 
 use std::sync::Arc;
 
+use fjall::OwnedWriteBatch as WriteBatch;
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use tracing::{info, warn};
 
-use super::codec::encode;
 use super::snapshot::{self, LazySnapshot, SnapshotData};
-use super::state::{apply_command, load_meta, Published, SmMeta, StateReader, SM_META_KEY};
+use super::state::{apply_command, load_meta, stage_meta, Published, SmMeta, StateReader};
 use super::{Store, StoreError};
 use crate::metrics::SHARED;
-use crate::types::{CommandResponse, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::types::{
+    CommandResponse, Entry, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig,
+};
 
 pub struct StateMachine {
     store: Store,
     meta: SmMeta,
     published: Arc<Published>,
+    /// The membership record on disk is `meta.membership` (false until this process has
+    /// written it once: a store from before the split may hold none).
+    membership_written: bool,
 }
 
 impl StateMachine {
@@ -41,9 +46,35 @@ impl StateMachine {
                 store,
                 meta,
                 published,
+                membership_written: false,
             },
             reader,
         ))
+    }
+
+    /// Applies one entry to `self.meta` and stages its writes, and the meta, in `batch`.
+    /// Applies in place: cloning the meta per entry cloned the membership too.
+    fn apply_entry(
+        &mut self,
+        batch: &mut WriteBatch,
+        entry: &Entry,
+    ) -> Result<CommandResponse, StoreError> {
+        let ks = &self.store.ks;
+        let meta = &mut self.meta;
+        let mut membership_changed = !self.membership_written;
+        let response = match &entry.payload {
+            EntryPayload::Blank => CommandResponse::Empty,
+            EntryPayload::Normal(command) => apply_command(ks, meta, batch, command)?,
+            EntryPayload::Membership(membership) => {
+                meta.membership = StoredMembership::new(Some(entry.log_id), membership.clone());
+                membership_changed = true;
+                CommandResponse::Empty
+            }
+        };
+        meta.applied = Some(entry.log_id);
+        stage_meta(ks, batch, meta, membership_changed)?;
+        self.membership_written = true;
+        Ok(response)
     }
 
     fn publish(&self) {
@@ -99,21 +130,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             + OptionalSend,
     {
         while let Some((entry, responder)) = entries.try_next().await? {
-            let ks = &self.store.ks;
-            let mut batch = ks.db.batch();
-            let mut meta = self.meta.clone();
-            let response = match &entry.payload {
-                EntryPayload::Blank => CommandResponse::Empty,
-                EntryPayload::Normal(command) => apply_command(ks, &mut meta, &mut batch, command)?,
-                EntryPayload::Membership(membership) => {
-                    meta.membership = StoredMembership::new(Some(entry.log_id), membership.clone());
-                    CommandResponse::Empty
+            let mut batch = self.store.ks.db.batch();
+            let applied = self.apply_entry(&mut batch, &entry).and_then(|response| {
+                batch.commit()?;
+                Ok(response)
+            });
+            let response = match applied {
+                Ok(response) => response,
+                Err(e) => {
+                    // `self.meta` is ahead of the disk now; openraft stops on this error,
+                    // and a state machine that is asked again starts from the disk.
+                    self.meta = load_meta(&self.store.ks)?;
+                    self.membership_written = false;
+                    return Err(e.into());
                 }
             };
-            meta.applied = Some(entry.log_id);
-            batch.insert(&ks.sm_meta, SM_META_KEY, encode(&meta)?);
-            batch.commit().map_err(StoreError::from)?;
-            self.meta = meta;
             self.publish();
             if let Some(responder) = responder {
                 responder.send(response);
@@ -148,6 +179,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             )));
         }
         self.meta = installed;
+        self.membership_written = true;
         self.publish();
         SHARED.snapshots_installed.inc();
         info!(last_log_id = ?meta.last_log_id, "snapshot installed");
@@ -159,5 +191,114 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<Option<Snapshot<SnapshotData>>, std::io::Error> {
         // The state machine is its own snapshot: its applied state can be sent as one.
         Ok(self.meta.applied.is_some().then(|| self.lazy_snapshot()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use openraft::entry::RaftEntry;
+    use openraft::Membership;
+
+    use super::*;
+    use crate::config::StorageSection;
+    use crate::store::codec::encode;
+    use crate::store::state::{SM_MEMBERSHIP_KEY, SM_META_KEY};
+    use crate::types::{Command, NodeAddr, Op};
+
+    fn log_id(index: u64) -> LogId {
+        openraft::testing::log_id::<TypeConfig>(1, 1, index)
+    }
+
+    fn membership_entry(index: u64) -> Entry {
+        let nodes: BTreeMap<u64, NodeAddr> = (1..=3)
+            .map(|id| {
+                let addr = NodeAddr {
+                    raft: format!("gateway-{id}.plant.example:7000"),
+                    http: format!("http://gateway-{id}.plant.example:8080"),
+                };
+                (id, addr)
+            })
+            .collect();
+        let voters = vec![nodes.keys().copied().collect()];
+        let membership = Membership::new(voters, nodes).expect("membership");
+        Entry::new_membership(log_id(index), membership)
+    }
+
+    fn put_entry(index: u64) -> Entry {
+        let command = Command {
+            proposed_ms: index,
+            elapsed_ms: index,
+            idempotency: None,
+            backlog_limit: None,
+            site: None,
+            op: Op::Put {
+                key: format!("k{index}").into_bytes(),
+                value: vec![b'v'; 256],
+                if_revision: None,
+            },
+        };
+        Entry::new_normal(log_id(index), command)
+    }
+
+    async fn apply(machine: &mut StateMachine, entries: Vec<Entry>) {
+        let items = entries.into_iter().map(|e| Ok((e, None)));
+        machine
+            .apply(futures::stream::iter(items))
+            .await
+            .expect("apply");
+    }
+
+    fn open(dir: &std::path::Path) -> StateMachine {
+        let store = Store::open(dir, &StorageSection::default()).expect("open");
+        StateMachine::open(store).expect("machine").0
+    }
+
+    #[tokio::test]
+    async fn the_membership_is_stored_once_not_with_every_entry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut machine = open(dir.path());
+        apply(&mut machine, vec![membership_entry(1)]).await;
+        let expected = machine.meta.membership.clone();
+        assert_eq!(expected.log_id(), &Some(log_id(1)));
+        let ks = machine.store.ks.clone();
+        let stored = ks.sm_meta.get(SM_MEMBERSHIP_KEY).expect("get").expect("written");
+        assert_eq!(stored.as_ref(), encode(&expected).expect("encode"));
+
+        apply(&mut machine, (2..=10).map(put_entry).collect()).await;
+        let state = ks.sm_meta.get(SM_META_KEY).expect("get").expect("state");
+        // What every entry rewrites stays small however long the members' addresses are.
+        assert!(state.len() < 64, "{} bytes per applied entry", state.len());
+        assert!(stored.len() > 150, "{} bytes of membership", stored.len());
+        drop((machine, ks));
+
+        let machine = open(dir.path());
+        assert_eq!(machine.meta.membership, expected);
+        assert_eq!(machine.meta.applied, Some(log_id(10)));
+        assert_eq!(machine.meta.last_seq, 9);
+    }
+
+    #[tokio::test]
+    async fn a_store_from_before_the_split_keeps_its_membership() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut machine = open(dir.path());
+        apply(&mut machine, vec![membership_entry(1), put_entry(2)]).await;
+        let whole = machine.meta.clone();
+        let ks = machine.store.ks.clone();
+        drop(machine);
+        // The old layout: the whole meta, membership included, under one key.
+        ks.sm_meta.insert(SM_META_KEY, encode(&whole).expect("encode")).expect("insert");
+        ks.sm_meta.remove(SM_MEMBERSHIP_KEY).expect("remove");
+        drop(ks);
+
+        let mut machine = open(dir.path());
+        assert_eq!(machine.meta.membership, whole.membership);
+        assert_eq!(machine.meta.applied, whole.applied);
+        apply(&mut machine, vec![put_entry(3)]).await;
+        drop(machine);
+        let machine = open(dir.path());
+        assert_eq!(machine.meta.membership, whole.membership);
+        assert_eq!(machine.meta.applied, Some(log_id(3)));
     }
 }

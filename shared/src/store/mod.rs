@@ -252,10 +252,10 @@ impl Store {
     /// An MVCC view of the database and the state machine meta as of that view.
     fn consistent_view(&self) -> Result<(fjall::Snapshot, state::SmMeta), StoreError> {
         let view = self.ks.db.snapshot();
-        let sm = match view.get(&self.ks.sm_meta, state::SM_META_KEY)? {
-            Some(bytes) => codec::decode("state machine meta", &bytes)?,
-            None => state::SmMeta::default(),
-        };
+        let sm = state::meta_from(
+            view.get(&self.ks.sm_meta, state::SM_META_KEY)?,
+            view.get(&self.ks.sm_meta, state::SM_MEMBERSHIP_KEY)?,
+        )?;
         Ok((view, sm))
     }
 

@@ -13,8 +13,7 @@ use std::path::Path;
 
 use openraft::EntryPayload;
 
-use super::codec::encode;
-use super::state::{apply_command, AsOf, SmMeta, SM_META_KEY};
+use super::state::{apply_command, stage_meta, AsOf, SmMeta};
 use super::{snapshot, Keyspaces, StoreError};
 use crate::types::StoredMembership;
 
@@ -137,7 +136,9 @@ pub(crate) fn restore(
         // writer: its new seqs would collide with what the site wrote since.
         meta.fenced = Some(meta.fenced.unwrap_or(meta.epoch).max(meta.epoch) + 1);
     }
-    ks.sm_meta.insert(SM_META_KEY, encode(&meta)?)?;
+    let mut batch = ks.db.batch();
+    stage_meta(ks, &mut batch, &mut meta, true)?;
+    batch.commit()?;
     ks.db.persist(fjall::PersistMode::SyncData)?;
     Ok(Restored {
         base_seq,
@@ -178,7 +179,7 @@ fn roll_forward(
         return Ok(ControlFlow::Break(()));
     }
     next.applied = Some(entry.log_id);
-    batch.insert(&ks.sm_meta, SM_META_KEY, encode(&next)?);
+    stage_meta(ks, &mut batch, &mut next, true)?;
     batch.commit()?;
     *meta = next;
     *entries_applied += 1;

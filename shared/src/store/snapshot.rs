@@ -23,7 +23,7 @@ use fjall::{Keyspace, Readable};
 use serde::{Deserialize, Serialize};
 
 use super::codec::{decode, encode};
-use super::state::{SmMeta, SM_META_KEY};
+use super::state::{stage_meta, SmMeta};
 use super::{Keyspaces, StoreError};
 use crate::limits::{
     MAX_FRAME_BYTES, MAX_KEY_BYTES, MAX_SITE_ID_BYTES, MAX_STREAM_NAME_BYTES, MAX_VALUE_BYTES,
@@ -513,7 +513,9 @@ fn replace_state(ks: &Keyspaces, path: &Path) -> Result<SmMeta, StoreError> {
     // Mark the state machine as mid-install before destroying it.
     let mut pending = header.sm.clone();
     pending.install_pending = true;
-    ks.sm_meta.insert(SM_META_KEY, encode(&pending)?)?;
+    let mut marker = ks.db.batch();
+    stage_meta(ks, &mut marker, &mut pending, true)?;
+    marker.commit()?;
     ks.db.persist(fjall::PersistMode::SyncData)?;
 
     for (_, keyspace) in sections(ks) {
@@ -535,7 +537,7 @@ fn replace_state(ks: &Keyspaces, path: &Path) -> Result<SmMeta, StoreError> {
     })?;
     let mut installed = header.sm;
     installed.install_pending = false;
-    batch.insert(&ks.sm_meta, SM_META_KEY, encode(&installed)?);
+    stage_meta(ks, &mut batch, &mut installed, true)?;
     batch.commit()?;
     ks.db.persist(fjall::PersistMode::SyncData)?;
     Ok(installed)

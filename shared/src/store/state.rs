@@ -51,13 +51,55 @@ pub(crate) struct SmMeta {
     pub idem_expiry_floor_ms: u64,
 }
 
+/// Where `SmMeta` is kept at rest, in the `sm_meta` keyspace: everything but the membership
+/// under `SM_META_KEY`, rewritten with every applied entry, and the membership under
+/// `SM_MEMBERSHIP_KEY`, written only when it changes. The membership (every member's
+/// addresses) was most of the record's bytes; journaling it again with each entry cost
+/// more disk bytes per write than the write's own key. A store written before the split
+/// has the whole `SmMeta` under `SM_META_KEY` and no membership record: it loads as it is,
+/// and the first write after it stores both.
 pub(crate) const SM_META_KEY: &[u8] = b"state";
+pub(crate) const SM_MEMBERSHIP_KEY: &[u8] = b"membership";
 
 pub(crate) fn load_meta(ks: &Keyspaces) -> Result<SmMeta, StoreError> {
-    match ks.sm_meta.get(SM_META_KEY)? {
-        Some(bytes) => decode("state machine meta", &bytes),
-        None => Ok(SmMeta::default()),
+    meta_from(
+        ks.sm_meta.get(SM_META_KEY)?,
+        ks.sm_meta.get(SM_MEMBERSHIP_KEY)?,
+    )
+}
+
+/// `SmMeta` from its two records at rest (read by the caller, from one view).
+pub(crate) fn meta_from(
+    state: Option<Slice>,
+    membership: Option<Slice>,
+) -> Result<SmMeta, StoreError> {
+    let Some(state) = state else {
+        return Ok(SmMeta::default());
+    };
+    let mut meta: SmMeta = decode("state machine meta", &state)?;
+    if let Some(bytes) = membership {
+        meta.membership = decode("state machine membership", &bytes)?;
     }
+    Ok(meta)
+}
+
+/// Stages `meta` at rest in `batch`; the membership record only `with_membership` (it must
+/// be, whenever the membership changed or may not be on disk yet).
+pub(crate) fn stage_meta(
+    ks: &Keyspaces,
+    batch: &mut WriteBatch,
+    meta: &mut SmMeta,
+    with_membership: bool,
+) -> Result<(), StoreError> {
+    if with_membership {
+        batch.insert(&ks.sm_meta, SM_MEMBERSHIP_KEY, encode(&meta.membership)?);
+    }
+    // Taken out for the encode, not cloned: `take` leaves an empty membership in place.
+    let membership = std::mem::take(&mut meta.membership);
+    let state = encode(meta);
+    meta.membership = membership;
+    batch.insert(&ks.sm_meta, SM_META_KEY, state?);
+    Ok(())
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
