@@ -480,6 +480,7 @@ mod hostile {
             TransportTiming {
                 keep_alive: Duration::from_secs(1),
                 idle_timeout: Duration::from_secs(5),
+                handshake_timeout: shared::transport::HANDSHAKE_TIMEOUT,
             },
         )
         .expect("bind")

@@ -111,7 +111,17 @@ pub enum StreamEnd {
 pub struct TransportTiming {
     pub keep_alive: Duration,
     pub idle_timeout: Duration,
+    /// A dial without a completed handshake by then fails, and the next dial starts afresh.
+    pub handshake_timeout: Duration,
 }
+
+/// The handshake deadline of a dial (`TransportTiming::handshake_timeout`; never longer than
+/// the idle timeout). Without one a dial to an unreachable peer lived until the idle timeout,
+/// resending its first packet ever more rarely (QUIC's probe timeout doubles: 1, 2, 4, 8 s),
+/// and every later call to that peer waited for it: after an uplink came back, 100 sites took
+/// up to 15 s to resume shipping (openclaw-ship-bench). Long enough for a handshake over a
+/// slow, lossy uplink (a few round trips and ~4 KiB of certificates).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Transport {
     endpoint: Endpoint,
@@ -120,6 +130,7 @@ pub struct Transport {
     connections: Mutex<HashMap<NodeIdentity, Connection>>,
     /// One dial at a time per peer; the others wait for its result.
     dialing: Mutex<HashMap<NodeIdentity, Arc<tokio::sync::Mutex<()>>>>,
+    handshake_timeout: Duration,
 }
 
 impl Transport {
@@ -166,6 +177,7 @@ impl Transport {
             local,
             connections: Mutex::new(HashMap::new()),
             dialing: Mutex::new(HashMap::new()),
+            handshake_timeout: timing.handshake_timeout.min(timing.idle_timeout),
         }))
     }
 
@@ -253,17 +265,21 @@ impl Transport {
         let addr = Self::resolve(addr).await?;
         let this = self.clone();
         let target = peer.clone();
+        let handshake_timeout = self.handshake_timeout;
         let dial = tokio::spawn(async move {
             let connect_err = |message: String| TransportError::Connect {
                 peer: target.to_string(),
                 addr,
                 message,
             };
-            let conn = this
+            let connecting = this
                 .endpoint
                 .connect(addr, &target.dns_name())
-                .map_err(|e| connect_err(e.to_string()))?
+                .map_err(|e| connect_err(e.to_string()))?;
+            // Dropping `connecting` abandons the handshake.
+            let conn = tokio::time::timeout(handshake_timeout, connecting)
                 .await
+                .map_err(|_| connect_err(format!("no handshake within {handshake_timeout:?}")))?
                 .map_err(|e| connect_err(e.to_string()))?;
             debug!(peer = %target, %addr, "connected");
             this.lock().insert(target, conn.clone());

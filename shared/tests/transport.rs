@@ -17,6 +17,7 @@ use shared::wire::{Request, Response};
 const TIMING: TransportTiming = TransportTiming {
     keep_alive: Duration::from_secs(1),
     idle_timeout: Duration::from_secs(5),
+    handshake_timeout: shared::transport::HANDSHAKE_TIMEOUT,
 };
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -66,8 +67,12 @@ fn issue(dir: &Path, site_id: &str, ids: &[u64]) {
 }
 
 fn serve(dir: &Path, site_id: &str, id: u64) -> (Arc<Transport>, SocketAddr) {
+    serve_at(dir, site_id, id, "127.0.0.1:0".parse().expect("addr"))
+}
+
+fn serve_at(dir: &Path, site_id: &str, id: u64, at: SocketAddr) -> (Arc<Transport>, SocketAddr) {
     let transport = Transport::bind(
-        "127.0.0.1:0".parse().expect("addr"),
+        at,
         &material(dir, id),
         NodeIdentity::edge(site(site_id), id),
         TIMING,
@@ -174,4 +179,43 @@ async fn bad_frames_close_the_connection_and_the_node_keeps_serving() {
             .expect("node still serves");
         assert!(matches!(response, Response::ReadIndex(300)));
     }
+}
+
+/// A dial to a peer that never answers gives up at the handshake timeout, well before the
+/// idle timeout; once the peer answers, the next call connects.
+#[tokio::test]
+async fn a_dial_into_silence_gives_up_at_the_handshake_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    issue(dir.path(), "s1", &[1, 2]);
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = silent.local_addr().expect("addr");
+    let timing = TransportTiming {
+        keep_alive: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(60),
+        handshake_timeout: Duration::from_secs(1),
+    };
+    let caller = Transport::bind(
+        "127.0.0.1:0".parse().expect("addr"),
+        &material(dir.path(), 2),
+        NodeIdentity::edge(site("s1"), 2),
+        timing,
+    )
+    .expect("bind");
+    let peer = NodeIdentity::edge(site("s1"), 1);
+    let target = addr.to_string();
+    let call = caller.call(&peer, &target, &Request::ReadIndex, Duration::from_secs(120));
+    let result = tokio::time::timeout(Duration::from_secs(20), call)
+        .await
+        .expect("the dial ended long before the 60 s idle timeout");
+    let error = result.expect_err("nobody answered");
+    assert!(error.to_string().contains("no handshake within"), "{error}");
+
+    drop(silent);
+    let (_server, served) = serve_at(dir.path(), "s1", 1, addr);
+    assert_eq!(served, addr);
+    let answer = caller
+        .call(&peer, &addr.to_string(), &Request::ReadIndex, CALL_TIMEOUT)
+        .await
+        .expect("the peer answers now");
+    assert!(matches!(answer, Response::ReadIndex(200)), "{answer:?}");
 }

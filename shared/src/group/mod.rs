@@ -246,6 +246,7 @@ impl GroupNode {
             TransportTiming {
                 keep_alive: settings.raft.keep_alive.0,
                 idle_timeout: settings.raft.idle_timeout.0,
+                handshake_timeout: crate::transport::HANDSHAKE_TIMEOUT,
             },
         )?;
         let raft = Raft::new(
