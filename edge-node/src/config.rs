@@ -11,6 +11,7 @@ use shared::config::{
 };
 use shared::group::GroupSettings;
 use shared::identity::NodeIdentity;
+use shared::ship::session::{RECONNECT_BASE, RECONNECT_CAP, RECONNECT_MAX_LIMIT};
 use shared::types::NodeId;
 
 #[derive(Clone, Debug, Deserialize)]
@@ -50,6 +51,10 @@ pub struct UplinkSection {
     /// Shipping bandwidth cap in bytes per second on the wire (0: none).
     #[serde(default)]
     pub max_bytes_per_second: ByteSize,
+    /// Longest wait between attempts to reach the hub while it is unreachable (jittered
+    /// exponential backoff from 200 ms): how soon after the hub returns this site ships.
+    #[serde(default = "uplink_defaults::reconnect_max")]
+    pub reconnect_max: HumanDuration,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -74,6 +79,9 @@ mod uplink_defaults {
     pub fn batch_delay() -> HumanDuration {
         HumanDuration(Duration::from_millis(5))
     }
+    pub fn reconnect_max() -> HumanDuration {
+        HumanDuration(RECONNECT_CAP)
+    }
 }
 
 impl UplinkSection {
@@ -94,6 +102,16 @@ impl UplinkSection {
         }
         if self.batch_delay.0 > Duration::from_secs(10) {
             return Err(invalid("uplink.batch_delay", "at most 10s".into()));
+        }
+        let reconnect = self.reconnect_max.0;
+        if !(RECONNECT_BASE..=RECONNECT_MAX_LIMIT).contains(&reconnect) {
+            return Err(invalid(
+                "uplink.reconnect_max",
+                format!(
+                    "must be between {RECONNECT_BASE:?} and {}s",
+                    RECONNECT_MAX_LIMIT.as_secs()
+                ),
+            ));
         }
         Ok(())
     }
@@ -204,6 +222,14 @@ key = "certs/node-1.key"
             ),
             (GOOD.replace("[raft]", "[raft]\nspeed = 3"), "speed"),
             (format!("{GOOD}\n[uplink]\nhub_group = \"hub-1\"\nhubs = []\n"), "uplink.hubs"),
+            (
+                format!("{GOOD}\n[uplink]\nhub_group = \"hub-1\"\nhubs = [{{id = 1, addr = \"127.0.0.1:7401\"}}]\nreconnect_max = \"10ms\"\n"),
+                "uplink.reconnect_max",
+            ),
+            (
+                format!("{GOOD}\n[uplink]\nhub_group = \"hub-1\"\nhubs = [{{id = 1, addr = \"127.0.0.1:7401\"}}]\nreconnect_max = \"2h\"\n"),
+                "uplink.reconnect_max",
+            ),
             (
                 format!("{GOOD}\n[uplink]\nhub_group = \"hub-1\"\nhubs = [{{id = 1, addr = \"127.0.0.1:7401\"}}]\nmax_unshipped_bytes = \"1KiB\"\n"),
                 "uplink.max_unshipped_bytes",

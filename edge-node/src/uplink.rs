@@ -169,7 +169,7 @@ pub async fn run(edge: Arc<Edge>) {
 /// Ships for as long as this node leads.
 async fn lead(edge: &Arc<Edge>, config: &UplinkSection, next_hub: &mut usize) {
     let shipped = edge.group.reader.ship_status().shipped_through;
-    let mut session = ShipperSession::new(shipped, Instant::now());
+    let mut session = ShipperSession::new(shipped, Instant::now(), config.reconnect_max.0);
     let mut recorder = Recorder::new(shipped);
     info!(shipped_through = shipped, "leading: shipping to the hub");
     while edge.group.is_leader() && !edge.uplink.stopping() {

@@ -22,6 +22,8 @@ pub struct LabOptions {
     pub hub: GroupOptions,
     pub max_unshipped_bytes: String,
     pub max_bytes_per_second: u64,
+    /// Every site's `[uplink] reconnect_max` (the edge's default when `None`).
+    pub reconnect_max: Option<&'static str>,
 }
 
 impl Default for LabOptions {
@@ -34,6 +36,7 @@ impl Default for LabOptions {
             hub: GroupOptions::default(),
             max_unshipped_bytes: "1GiB".into(),
             max_bytes_per_second: 0,
+            reconnect_max: None,
         }
     }
 }
@@ -78,6 +81,7 @@ impl Lab {
             let uplink = lab.hub.as_ref().map(|hub| UplinkOptions {
                 max_unshipped_bytes: options.max_unshipped_bytes.clone(),
                 max_bytes_per_second: options.max_bytes_per_second,
+                reconnect_max: options.reconnect_max,
                 ..UplinkOptions::to(hub)
             });
             let site_options = GroupOptions {

@@ -75,6 +75,8 @@ pub struct UplinkOptions {
     pub batch_delay: &'static str,
     /// Bytes per second on the wire; 0: no cap.
     pub max_bytes_per_second: u64,
+    /// `[uplink] reconnect_max` (the edge's default when `None`).
+    pub reconnect_max: Option<&'static str>,
 }
 
 impl UplinkOptions {
@@ -85,6 +87,7 @@ impl UplinkOptions {
             max_unshipped_bytes: "1GiB".into(),
             batch_delay: "5ms",
             max_bytes_per_second: 0,
+            reconnect_max: None,
         }
     }
 }
@@ -473,6 +476,9 @@ impl LabGroup {
                 "\n[uplink]\nhub_group = \"{}\"\nmax_unshipped_bytes = \"{}\"\nbatch_delay = \"{}\"\nmax_bytes_per_second = {}\n",
                 u.hub_group, u.max_unshipped_bytes, u.batch_delay, u.max_bytes_per_second
             ));
+            if let Some(max) = u.reconnect_max {
+                text.push_str(&format!("reconnect_max = \"{max}\"\n"));
+            }
             for (hub_id, addr) in &u.hubs {
                 text.push_str(&format!(
                     "[[uplink.hubs]]\nid = {hub_id}\naddr = \"{addr}\"\n"

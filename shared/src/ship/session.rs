@@ -9,9 +9,12 @@ use crate::backoff::Backoff;
 
 /// Batches sent and not yet acknowledged, at most (bounds memory and the resend on a gap).
 pub const MAX_BATCHES_IN_FLIGHT: usize = 8;
-/// First reconnect delay ceiling, and the largest (the uplink may be down for days).
+/// First reconnect delay ceiling, and the default largest (the uplink may be down for days;
+/// `[uplink] reconnect_max` sets it per group).
 pub const RECONNECT_BASE: Duration = Duration::from_millis(200);
 pub const RECONNECT_CAP: Duration = Duration::from_secs(30);
+/// The largest `reconnect_max` a group may configure.
+pub const RECONNECT_MAX_LIMIT: Duration = Duration::from_secs(3600);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -50,13 +53,16 @@ pub struct ShipperSession {
 
 impl ShipperSession {
     /// A session that knows the hub has at least `shipped_through` (persisted at the edge).
-    pub fn new(shipped_through: u64, now: Instant) -> Self {
+    /// Reconnects back off from `RECONNECT_BASE` up to `reconnect_max` (clamped to
+    /// `RECONNECT_BASE..=RECONNECT_MAX_LIMIT`).
+    pub fn new(shipped_through: u64, now: Instant, reconnect_max: Duration) -> Self {
+        let cap = reconnect_max.clamp(RECONNECT_BASE, RECONNECT_MAX_LIMIT);
         ShipperSession {
             phase: Phase::Disconnected { retry_at: now },
             shipped_through,
             next_to_send: shipped_through + 1,
             in_flight: VecDeque::new(),
-            backoff: Backoff::new(RECONNECT_BASE, RECONNECT_CAP),
+            backoff: Backoff::new(RECONNECT_BASE, cap),
         }
     }
 
@@ -192,7 +198,7 @@ mod tests {
     use crate::ship::rules::{decide, Decision, SiteShipState};
 
     fn streaming(shipped: u64, now: Instant) -> ShipperSession {
-        let mut s = ShipperSession::new(shipped, now);
+        let mut s = ShipperSession::new(shipped, now, RECONNECT_CAP);
         assert!(s.should_connect(now));
         s.on_connected();
         assert_eq!(
@@ -205,7 +211,7 @@ mod tests {
     #[test]
     fn resumes_from_the_hubs_shipped_through() {
         let now = Instant::now();
-        let mut s = ShipperSession::new(5, now);
+        let mut s = ShipperSession::new(5, now, RECONNECT_CAP);
         s.on_connected();
         s.on_reply(ShipReply::ShippedThrough(40)); // the hub got more than we recorded
         assert_eq!(s.next_batch(100, 10), Some((41, 50)));
@@ -280,9 +286,29 @@ mod tests {
     }
 
     #[test]
+    fn reconnect_delays_stop_growing_at_the_configured_max() {
+        let now = Instant::now();
+        let max = Duration::from_millis(500);
+        let mut s = ShipperSession::new(0, now, max);
+        for i in 0..20 {
+            let retry = s.on_disconnected(now, i * 7_919);
+            assert!(retry - now <= max, "attempt {i} waits {:?}", retry - now);
+        }
+        assert_eq!(s.reconnect_ceiling(), max);
+        // Out of range: never below the first delay, never beyond the limit.
+        let tiny = ShipperSession::new(0, now, Duration::ZERO);
+        assert_eq!(tiny.reconnect_ceiling(), RECONNECT_BASE);
+        let mut huge = ShipperSession::new(0, now, Duration::MAX);
+        for i in 0..64 {
+            huge.on_disconnected(now, i);
+        }
+        assert_eq!(huge.reconnect_ceiling(), RECONNECT_MAX_LIMIT);
+    }
+
+    #[test]
     fn reconnect_delays_grow_and_reset_after_progress() {
         let now = Instant::now();
-        let mut s = ShipperSession::new(0, now);
+        let mut s = ShipperSession::new(0, now, RECONNECT_CAP);
         let mut ceilings = Vec::new();
         for i in 0..10 {
             let ceiling = s.reconnect_ceiling();
@@ -319,7 +345,7 @@ mod tests {
             shipped_through: 0,
         };
         let mut hub_log: Vec<u64> = Vec::new();
-        let mut s = ShipperSession::new(0, start);
+        let mut s = ShipperSession::new(0, start, RECONNECT_CAP);
         let mut committed = 0u64;
         let mut now = start;
         let mut connected = false;
