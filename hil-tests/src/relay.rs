@@ -20,8 +20,11 @@ use tokio::time::Instant;
 
 /// Largest datagram relayed (QUIC keeps below 1500; loopback allows more).
 const MAX_DATAGRAM_BYTES: usize = 65_536;
-/// Most client sources one relay tracks (each has its own upstream socket and task).
-const MAX_UPSTREAMS: usize = 64;
+/// Most client sources one relay tracks (each has its own upstream socket and task). Above
+/// the largest lab (a hub node reached by 100 sites' nodes): past it a new source evicts one,
+/// which moves that client to a new upstream port mid-connection. At 64, the 100-site rows of
+/// openclaw-ship-bench measured this thrash (handshakes timing out for ~30 s), not the hub.
+const MAX_UPSTREAMS: usize = 512;
 /// Longest delay a fault may add; bounds the datagrams held in flight.
 pub const MAX_DELAY: Duration = Duration::from_secs(5);
 /// An upstream socket that receives nothing from the node for this long is closed (its
