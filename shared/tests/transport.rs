@@ -203,7 +203,12 @@ async fn a_dial_into_silence_gives_up_at_the_handshake_timeout() {
     .expect("bind");
     let peer = NodeIdentity::edge(site("s1"), 1);
     let target = addr.to_string();
-    let call = caller.call(&peer, &target, &Request::ReadIndex, Duration::from_secs(120));
+    let call = caller.call(
+        &peer,
+        &target,
+        &Request::ReadIndex,
+        Duration::from_secs(120),
+    );
     let result = tokio::time::timeout(Duration::from_secs(20), call)
         .await
         .expect("the dial ended long before the 60 s idle timeout");

@@ -5,7 +5,8 @@
 //! be cut and shaped). Figures are measurements, never assertions.
 //!
 //! - hub ingest: S sites × 1 edge node build a backlog with the uplink cut; the time from
-//!   restoring it to the hub holding every event gives events/s (S = 1, 10, 100).
+//!   restoring it to a 3-node hub holding every event gives events/s (S = 1, 10, 100), and
+//!   when the last site's session was back.
 //! - catch-up: one site × 3 nodes, a backlog of N events, then the same timing.
 //! - lag: a paced writer at R events/s; each event's lag is the time from its edge ack to the
 //!   first poll of the hub that shows it shipped.
@@ -248,10 +249,13 @@ fn row(rows: &mut Vec<Row>, name: impl Into<String>, value: f64, unit: &'static 
     rows.push(Row { name, value, unit });
 }
 
+/// Hub nodes of the ingest rows: a hub is a 3-node Raft group in production.
+const INGEST_HUB_NODES: u64 = 3;
+
 /// Hub ingest from `sites` sites: backlog with the uplink cut, then time the drain.
 async fn ingest(rows: &mut Vec<Row>, sites: u64, per_site: u64) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut lab = lab(dir.path(), sites, 1, 1).await?;
+    let mut lab = lab(dir.path(), sites, 1, INGEST_HUB_NODES).await?;
     let result = async {
         let hub = lab.hub()?;
         let edges: Vec<_> = lab.sites.iter().flat_map(|g| g.ips()).collect();
@@ -259,7 +263,9 @@ async fn ingest(rows: &mut Vec<Row>, sites: u64, per_site: u64) -> anyhow::Resul
         let total = load(&lab, per_site, LOAD_CLIENTS.min(4 * sites as usize).max(8)).await?;
         hub.block_sources(&edges, false)?;
         let drain = time_drain(hub, sites as usize, per_site).await?;
-        let label = format!("hub ingest, {sites} site(s) x {per_site} events");
+        let label = format!(
+            "hub ingest ({INGEST_HUB_NODES} hub nodes), {sites} site(s) x {per_site} events"
+        );
         row(
             rows,
             format!("{label}: events/s"),

@@ -263,7 +263,11 @@ mod tests {
         let expected = machine.meta.membership.clone();
         assert_eq!(expected.log_id(), &Some(log_id(1)));
         let ks = machine.store.ks.clone();
-        let stored = ks.sm_meta.get(SM_MEMBERSHIP_KEY).expect("get").expect("written");
+        let stored = ks
+            .sm_meta
+            .get(SM_MEMBERSHIP_KEY)
+            .expect("get")
+            .expect("written");
         assert_eq!(stored.as_ref(), encode(&expected).expect("encode"));
 
         apply(&mut machine, (2..=10).map(put_entry).collect()).await;
@@ -288,7 +292,9 @@ mod tests {
         let ks = machine.store.ks.clone();
         drop(machine);
         // The old layout: the whole meta, membership included, under one key.
-        ks.sm_meta.insert(SM_META_KEY, encode(&whole).expect("encode")).expect("insert");
+        ks.sm_meta
+            .insert(SM_META_KEY, encode(&whole).expect("encode"))
+            .expect("insert");
         ks.sm_meta.remove(SM_MEMBERSHIP_KEY).expect("remove");
         drop(ks);
 
