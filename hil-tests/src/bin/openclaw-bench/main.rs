@@ -254,9 +254,10 @@ where
     }
 }
 
-/// Bytes a process has caused to be written to storage, and its resident memory.
-fn proc_write_bytes(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/io"))
+/// Bytes a process (`/proc/PID`) or one of its threads (`/proc/PID/task/TID`) has caused to
+/// be written to storage.
+fn write_bytes_at(dir: &Path) -> u64 {
+    std::fs::read_to_string(dir.join("io"))
         .ok()
         .and_then(|io| {
             io.lines().find_map(|l| {
@@ -265,6 +266,24 @@ fn proc_write_bytes(pid: u32) -> u64 {
             })
         })
         .unwrap_or(0)
+}
+
+/// The thread name of fjall's flush and compaction workers: what they write is the LSM's
+/// share of the disk bytes (the journal is written by the threads that commit and fsync).
+const LSM_WORKER_THREAD: &str = "fjall:worker";
+
+/// Bytes the live threads named `name` of process `pid` have caused to be written.
+fn thread_write_bytes(pid: u32, name: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|comm| comm.trim() == name)
+        })
+        .map(|t| write_bytes_at(&t.path()))
+        .sum()
 }
 
 fn proc_rss_kib(pid: u32) -> u64 {
@@ -391,7 +410,7 @@ impl Table {
 
     /// Throughput, latency percentiles, errors and disk bytes written per payload byte per
     /// node of one workload at one client level.
-    fn record_level(&mut self, label: &str, figures: &Figures, written_bytes: u64, nodes: usize) {
+    fn record_level(&mut self, label: &str, figures: &Figures, written: Written, nodes: usize) {
         self.insert(format!("{label} ops/s"), figures.per_second());
         self.insert(format!("{label} p50 ms"), figures.percentile_ms(50.0));
         self.insert(format!("{label} p99 ms"), figures.percentile_ms(99.0));
@@ -399,10 +418,17 @@ impl Table {
         self.insert(format!("{label} errors"), figures.errors as f64);
         let payload = figures.ops * VALUE_BYTES as u64;
         if payload > 0 {
+            let per_payload_byte = |bytes: u64| bytes as f64 / payload as f64 / nodes.max(1) as f64;
             self.insert(
                 format!("{label} disk bytes/payload byte/node"),
-                written_bytes as f64 / payload as f64 / nodes.max(1) as f64,
+                per_payload_byte(written.total),
             );
+            if let Some(lsm) = written.lsm {
+                self.insert(
+                    format!("{label} disk bytes/payload byte/node, LSM flush+compaction"),
+                    per_payload_byte(lsm),
+                );
+            }
         }
     }
 }
@@ -412,9 +438,36 @@ fn max_rss_mib(pids: &[u32]) -> f64 {
     pids.iter().map(|p| proc_rss_kib(*p)).max().unwrap_or(0) as f64 / 1024.0
 }
 
-/// Bytes all of `pids` have caused to be written to storage so far.
-fn written_bytes(pids: &[u32]) -> u64 {
-    pids.iter().map(|p| proc_write_bytes(*p)).sum()
+/// Bytes written to storage by a set of processes over a workload.
+#[derive(Clone, Copy)]
+struct Written {
+    total: u64,
+    /// By fjall's flush and compaction workers (OpenClaw nodes only).
+    lsm: Option<u64>,
+}
+
+impl Written {
+    /// What `pids` have written so far; `split`: also their LSM workers' share.
+    fn now(pids: &[u32], split: bool) -> Written {
+        Written {
+            total: pids
+                .iter()
+                .map(|p| write_bytes_at(Path::new(&format!("/proc/{p}"))))
+                .sum(),
+            lsm: split.then(|| {
+                pids.iter()
+                    .map(|p| thread_write_bytes(*p, LSM_WORKER_THREAD))
+                    .sum()
+            }),
+        }
+    }
+
+    fn since(self, before: Written) -> Written {
+        Written {
+            total: self.total.saturating_sub(before.total),
+            lsm: self.lsm.zip(before.lsm).map(|(a, b)| a.saturating_sub(b)),
+        }
+    }
 }
 
 /// What the appends workload publishes to.
@@ -486,20 +539,22 @@ fn bytes_of_value() -> Arc<Vec<u8>> {
     Arc::new(vec![b'x'; VALUE_BYTES])
 }
 
-/// Runs the appends workload at every level, recording its rows and the loaded RSS.
+/// Runs the appends workload at every level, recording its rows and the loaded RSS;
+/// `split`: also the LSM workers' share of the disk bytes (OpenClaw nodes).
 async fn measure_appends(
     table: &mut Table,
     appends: &Appends,
     pids: &[u32],
     levels: &[usize],
     duration: Duration,
+    split: bool,
 ) -> anyhow::Result<()> {
     let mut peak_rss: f64 = 0.0;
     for &clients in levels {
-        let before = written_bytes(pids);
+        let before = Written::now(pids, split);
         let figures = appends.run(clients, duration).await?;
         peak_rss = peak_rss.max(max_rss_mib(pids));
-        let written = written_bytes(pids).saturating_sub(before);
+        let written = Written::now(pids, split).since(before);
         table.record_level(
             &format!("appends c={clients}"),
             &figures,
@@ -526,8 +581,9 @@ async fn measure(
     table.insert("rss idle MiB (max node)", max_rss_mib(pids));
 
     let mut peak_rss: f64 = 0.0;
+    let split = matches!(target, Target::OpenClaw { .. });
     for &clients in &args.clients {
-        let before = written_bytes(pids);
+        let before = Written::now(pids, split);
         let (t, h, v) = (target.clone(), http.clone(), value.clone());
         let figures = drive(clients, duration, move |c, i| {
             let (t, h, v) = (t.clone(), h.clone(), v.clone());
@@ -535,7 +591,7 @@ async fn measure(
         })
         .await;
         peak_rss = peak_rss.max(max_rss_mib(pids));
-        let written = written_bytes(pids).saturating_sub(before);
+        let written = Written::now(pids, split).since(before);
         table.record_level(
             &format!("writes c={clients}"),
             &figures,
@@ -546,7 +602,8 @@ async fn measure(
     table.insert("rss under write load MiB (max node)", peak_rss);
 
     if let Some(appends) = appends {
-        measure_appends(&mut table, &appends, pids, append_levels(args), duration).await?;
+        let levels = append_levels(args);
+        measure_appends(&mut table, &appends, pids, levels, duration, split).await?;
     }
 
     for i in 0..READ_KEYS {
@@ -605,7 +662,8 @@ async fn measure_nats(
     table.insert("rss idle MiB (max node)", max_rss_mib(&pids));
     let appends = Appends::Nats { servers };
     let duration = Duration::from_secs(args.seconds);
-    measure_appends(&mut table, &appends, &pids, append_levels(args), duration).await?;
+    let levels = append_levels(args);
+    measure_appends(&mut table, &appends, &pids, levels, duration, false).await?;
     Ok(table)
 }
 
