@@ -118,9 +118,9 @@ pub struct TransportTiming {
 /// The handshake deadline of a dial (`TransportTiming::handshake_timeout`; never longer than
 /// the idle timeout). Without one a dial to an unreachable peer lived until the idle timeout,
 /// resending its first packet ever more rarely (QUIC's probe timeout doubles: 1, 2, 4, 8 s),
-/// and every later call to that peer waited for it: after an uplink came back, 100 sites took
-/// up to 15 s to resume shipping (openclaw-ship-bench). Long enough for a handshake over a
-/// slow, lossy uplink (a few round trips and ~4 KiB of certificates).
+/// and every later call to that peer waited for it: a site could go on waiting up to the
+/// idle timeout (15 s by default) after its hub came back. Long enough for a handshake over
+/// a slow, lossy uplink (a few round trips and ~4 KiB of certificates).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Transport {

@@ -173,27 +173,8 @@ async fn shipped(hub: &LabGroup) -> anyhow::Result<Vec<u64>> {
         .unwrap_or_default())
 }
 
-/// Waits until `sites` sites each have `per_site` events at the hub; returns the time taken.
-async fn time_until_shipped(
-    hub: &LabGroup,
-    sites: usize,
-    per_site: u64,
-) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    loop {
-        let s = shipped(hub).await.unwrap_or_default();
-        if s.len() == sites && s.iter().all(|t| *t >= per_site) {
-            return Ok(started.elapsed());
-        }
-        if started.elapsed() > CATCH_UP_TIMEOUT {
-            bail!("not caught up within {CATCH_UP_TIMEOUT:?}: {s:?}");
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
 /// How a backlog of `per_site` events at each of `sites` sites drained into the hub, from
-/// the moment the uplink was restored.
+/// the moment the uplink was restored (or the call, for a backlog not held back).
 struct Drain {
     /// Every site had shipped something (its session was back).
     all_resumed: Duration,
@@ -203,6 +184,7 @@ struct Drain {
     done: Duration,
 }
 
+/// Polls the hub until `sites` sites each hold `per_site` events.
 async fn time_drain(hub: &LabGroup, sites: usize, per_site: u64) -> anyhow::Result<Drain> {
     let started = Instant::now();
     let mut resumed: Option<(Duration, u64)> = None;
@@ -316,7 +298,7 @@ async fn catch_up(
         let backlog_bytes = status["uplink"]["backlog_bytes"].as_u64().unwrap_or(0);
         let sent_before = metric_sum(site, "openclaw_uplink_bytes_sent_total").await;
         hub.block_sources(&site.ips(), false)?;
-        let took = time_until_shipped(hub, 1, backlog).await?;
+        let took = time_drain(hub, 1, backlog).await?.done;
         let sent = metric_sum(site, "openclaw_uplink_bytes_sent_total").await - sent_before;
         row(
             rows,
@@ -418,7 +400,7 @@ async fn lag(
             .lock()
             .map(|v| v.iter().map(|(s, _)| *s).max().unwrap_or(0))
             .unwrap_or(0);
-        time_until_shipped(hub, 1, last).await?;
+        time_drain(hub, 1, last).await?;
         tokio::time::sleep(POLL * 4).await; // one more poll recorded after the last
         stop.store(true, Ordering::Relaxed);
         let _ = poller.await;

@@ -1,10 +1,11 @@
 //! openraft's `RaftStateMachine` over the rules in `state` and the snapshots in `snapshot`.
 //!
 //! Each applied entry is one fjall batch holding its KV/stream/idempotency writes and the
-//! new `SmMeta` (applied log id, seq, HLC; the membership only when it changed), so the state machine on disk is always
-//! the result of a prefix of the log. Applying does not fsync: on restart openraft re-applies
-//! from the durable `applied` up to the saved `committed`. A snapshot is a fjall view of the
-//! state machine (no IO); it is written out only when sent to a follower.
+//! new `SmMeta` (applied log id, seq, HLC; the membership only when it changed), so the
+//! state machine on disk is always the result of a prefix of the log. Applying does not
+//! fsync: on restart openraft re-applies from the durable `applied` up to the saved
+//! `committed`. A snapshot is a fjall view of the state machine (no IO); it is written out
+//! only when sent to a follower.
 
 use std::sync::Arc;
 
@@ -281,6 +282,47 @@ mod tests {
         assert_eq!(machine.meta.membership, expected);
         assert_eq!(machine.meta.applied, Some(log_id(10)));
         assert_eq!(machine.meta.last_seq, 9);
+    }
+
+    /// An entry whose apply fails part-way (here: a corrupt idempotency record, after the
+    /// HLC and retention clock have moved) leaves the machine's meta as the disk has it, not
+    /// half-advanced: nothing of the entry is applied, in memory or on disk.
+    #[tokio::test]
+    async fn a_failed_apply_leaves_the_meta_as_on_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut machine = open(dir.path());
+        apply(&mut machine, vec![membership_entry(1), put_entry(2)]).await;
+        let before = machine.meta.clone();
+        machine
+            .store
+            .ks
+            .idem
+            .insert("retry-1", [0xffu8, 0xff])
+            .expect("insert");
+        let mut entry = put_entry(3);
+        if let EntryPayload::Normal(command) = &mut entry.payload {
+            command.proposed_ms = 1_000_000;
+            command.elapsed_ms = 1_000_000;
+            command.idempotency = Some(crate::types::IdempotencyKey {
+                key: "retry-1".into(),
+                window_secs: 600,
+            });
+        }
+        let items = vec![Ok((entry, None))].into_iter();
+        let result = machine.apply(futures::stream::iter(items)).await;
+        assert!(result.is_err(), "a corrupt record must fail the apply");
+        assert_eq!(machine.meta.applied, before.applied);
+        assert_eq!(machine.meta.hlc, before.hlc);
+        assert_eq!(machine.meta.retention_ms, before.retention_ms);
+        assert_eq!(machine.meta.membership, before.membership);
+        assert_eq!(
+            load_meta(&machine.store.ks).expect("load").applied,
+            before.applied
+        );
+        assert!(
+            !machine.membership_written,
+            "the membership is written again next time"
+        );
     }
 
     #[tokio::test]
