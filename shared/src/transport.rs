@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -115,22 +116,52 @@ pub struct TransportTiming {
     pub handshake_timeout: Duration,
 }
 
-/// The handshake deadline of a dial (`TransportTiming::handshake_timeout`; never longer than
-/// the idle timeout). Without one a dial to an unreachable peer lived until the idle timeout,
-/// resending its first packet ever more rarely (QUIC's probe timeout doubles: 1, 2, 4, 8 s),
-/// and every later call to that peer waited for it: a site could go on waiting up to the
-/// idle timeout (15 s by default) after its hub came back. Long enough for a handshake over
-/// a slow, lossy uplink (a few round trips and ~4 KiB of certificates).
+/// The handshake deadline of a first dial (`TransportTiming::handshake_timeout`; never longer
+/// than the idle timeout). Without one a dial to an unreachable peer lived until the idle
+/// timeout, resending its first packet ever more rarely (QUIC's probe timeout doubles: 1, 2,
+/// 4, 8 s), and every later call to that peer waited for it: a site could go on waiting up to
+/// the idle timeout (15 s by default) after its hub came back. Enough for a handshake over a
+/// slow, lossy uplink (a few round trips and ~4 KiB of certificates); a link slower still is
+/// served by `handshake_deadline`'s longer turns.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The deadline of the next dial to a peer after `abandoned_in_a_row` dials to it ran out of
+/// time: `base`, then doubled per abandoned dial up to `cap` (the idle timeout), then `base`
+/// again. A fixed deadline could never connect over a link whose handshake takes longer than
+/// it (every dial abandoned and restarted the same way); always growing would bring back long
+/// dials into silence, which notice a peer's return late. The cycle gives a slow link a long
+/// enough dial once per turn, and a returning peer a short dial most of the time.
+pub fn handshake_deadline(base: Duration, cap: Duration, abandoned_in_a_row: u32) -> Duration {
+    if base.is_zero() || base >= cap {
+        return cap;
+    }
+    // A turn is base·2^0, base·2^1, … while below the cap, then the cap.
+    let below_cap = (0..MAX_HANDSHAKE_DOUBLINGS)
+        .take_while(|&k| base.saturating_mul(1 << k) < cap)
+        .count() as u32;
+    let step = abandoned_in_a_row % (below_cap + 1);
+    base.saturating_mul(1 << step).min(cap)
+}
+
+/// Bounds a turn of `handshake_deadline` (and the shift in it) whatever the timing.
+const MAX_HANDSHAKE_DOUBLINGS: u32 = 16;
+
+/// One peer's dialing: one dial at a time (the others wait for its result), and how many
+/// dials in a row ran out of time (`handshake_deadline`).
+#[derive(Default)]
+struct PeerDial {
+    one_at_a_time: tokio::sync::Mutex<()>,
+    abandoned_in_a_row: AtomicU32,
+}
 
 pub struct Transport {
     endpoint: Endpoint,
     local: NodeIdentity,
     /// Established connections, one per peer.
     connections: Mutex<HashMap<NodeIdentity, Connection>>,
-    /// One dial at a time per peer; the others wait for its result.
-    dialing: Mutex<HashMap<NodeIdentity, Arc<tokio::sync::Mutex<()>>>>,
+    dialing: Mutex<HashMap<NodeIdentity, Arc<PeerDial>>>,
     handshake_timeout: Duration,
+    idle_timeout: Duration,
 }
 
 impl Transport {
@@ -178,6 +209,7 @@ impl Transport {
             connections: Mutex::new(HashMap::new()),
             dialing: Mutex::new(HashMap::new()),
             handshake_timeout: timing.handshake_timeout.min(timing.idle_timeout),
+            idle_timeout: timing.idle_timeout,
         }))
     }
 
@@ -251,21 +283,26 @@ impl Transport {
         if let Some(conn) = self.cached(peer) {
             return Ok(conn);
         }
-        let dial_lock = self
+        let peer_dial = self
             .dialing
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .entry(peer.clone())
             .or_default()
             .clone();
-        let _dialing = dial_lock.lock().await;
+        let _dialing = peer_dial.one_at_a_time.lock().await;
         if let Some(conn) = self.cached(peer) {
             return Ok(conn);
         }
         let addr = Self::resolve(addr).await?;
         let this = self.clone();
         let target = peer.clone();
-        let handshake_timeout = self.handshake_timeout;
+        let handshake_timeout = handshake_deadline(
+            self.handshake_timeout,
+            self.idle_timeout,
+            peer_dial.abandoned_in_a_row.load(Ordering::Relaxed),
+        );
+        let dial_state = peer_dial.clone();
         let dial = tokio::spawn(async move {
             let connect_err = |message: String| TransportError::Connect {
                 peer: target.to_string(),
@@ -277,10 +314,16 @@ impl Transport {
                 .connect(addr, &target.dns_name())
                 .map_err(|e| connect_err(e.to_string()))?;
             // Dropping `connecting` abandons the handshake.
-            let conn = tokio::time::timeout(handshake_timeout, connecting)
-                .await
-                .map_err(|_| connect_err(format!("no handshake within {handshake_timeout:?}")))?
-                .map_err(|e| connect_err(e.to_string()))?;
+            let Ok(handshake) = tokio::time::timeout(handshake_timeout, connecting).await else {
+                dial_state
+                    .abandoned_in_a_row
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(connect_err(format!(
+                    "no handshake within {handshake_timeout:?}"
+                )));
+            };
+            let conn = handshake.map_err(|e| connect_err(e.to_string()))?;
+            dial_state.abandoned_in_a_row.store(0, Ordering::Relaxed);
             debug!(peer = %target, %addr, "connected");
             this.lock().insert(target, conn.clone());
             Ok(conn)
@@ -517,4 +560,44 @@ async fn serve_stream<H: RpcHandler>(
         return;
     }
     let _ = send.finish();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn handshake_deadlines_double_to_the_idle_timeout_then_start_again() {
+        let turn: Vec<Duration> = (0..8)
+            .map(|abandoned| handshake_deadline(secs(5), secs(15), abandoned))
+            .collect();
+        assert_eq!(
+            turn,
+            [5, 10, 15, 5, 10, 15, 5, 10].map(secs),
+            "a turn is 5, 10, then the 15 s cap"
+        );
+        let exact: Vec<Duration> = (0..4)
+            .map(|abandoned| handshake_deadline(secs(5), secs(20), abandoned))
+            .collect();
+        assert_eq!(
+            exact,
+            [5, 10, 20, 5].map(secs),
+            "a doubling that reaches the cap is the cap"
+        );
+    }
+
+    #[test]
+    fn handshake_deadlines_stay_within_the_cap_for_any_timing() {
+        assert_eq!(handshake_deadline(secs(30), secs(15), 0), secs(15));
+        assert_eq!(handshake_deadline(Duration::ZERO, secs(15), 3), secs(15));
+        let tiny = Duration::from_nanos(1);
+        for abandoned in [0, 1, 16, 17, u32::MAX] {
+            let deadline = handshake_deadline(tiny, Duration::MAX, abandoned);
+            assert!(deadline >= tiny && deadline <= tiny * (1 << MAX_HANDSHAKE_DOUBLINGS));
+        }
+    }
 }
