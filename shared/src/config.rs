@@ -327,9 +327,10 @@ pub mod defaults {
     pub fn http_listen() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 8080))
     }
-    /// fjall block cache: 16 MiB of a 256 MiB gateway.
+    /// fjall block cache: 8 MiB of a 256 MiB gateway. Misses are served from the OS's page
+    /// cache; 16 MiB measured no faster in the bench's reads and held 8 MiB more RSS.
     pub fn cache_size() -> ByteSize {
-        ByteSize(16 << 20)
+        ByteSize(8 << 20)
     }
     /// Per-keyspace memtable: small, several keyspaces share the budget.
     pub fn memtable_size() -> ByteSize {

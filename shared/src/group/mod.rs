@@ -708,7 +708,8 @@ pub fn render_metrics(node: &GroupNode, out: &mut String) {
     crate::http::HTTP_REQUESTS.render(out);
     let m = node.raft_metrics();
     let is_leader = u8::from(m.current_leader == Some(node.id));
-    let gauges: [(&str, &str, u64); 6] = [
+    let memory = node.store.memory();
+    let gauges: [(&str, &str, u64); 9] = [
         ("openclaw_raft_term", "Current Raft term", m.current_term),
         (
             "openclaw_raft_is_leader",
@@ -734,6 +735,21 @@ pub fn render_metrics(node: &GroupNode, out: &mut String) {
             "openclaw_disk_bytes",
             "Bytes the store occupies on disk",
             node.store.disk_bytes(),
+        ),
+        (
+            "openclaw_store_memtable_bytes",
+            "Bytes in the store's memtables, active and waiting to be flushed",
+            memory.memtable_bytes,
+        ),
+        (
+            "openclaw_store_block_cache_bytes",
+            "Bytes in the store's block cache",
+            memory.block_cache_bytes,
+        ),
+        (
+            "openclaw_store_pending_flushes",
+            "Sealed memtables waiting to be flushed",
+            memory.pending_flushes,
         ),
     ];
     for (name, help, value) in gauges {

@@ -93,6 +93,12 @@ pub(crate) struct Keyspaces {
     pub site_log: Keyspace,
 }
 
+/// Memtable of the two bookkeeping keyspaces (`raft_meta`, `sm_meta`). They hold a few
+/// records rewritten with every log entry, so a full memtable is almost all superseded
+/// versions that a flush drops: a large one only holds memory (4 MiB each at the default
+/// `storage.memtable_size`, twice while one flushes), a small one flushes a few keys.
+pub const META_MEMTABLE_BYTES: u64 = 1 << 20;
+
 /// fjall's folder of keyspace folders inside its database directory (fjall 3.1 layout).
 const FJALL_KEYSPACES_DIR: &str = "keyspaces";
 
@@ -119,17 +125,21 @@ impl Store {
             .manual_journal_persist(true)
             .open()?;
         let memtable = options.memtable_size.0;
-        let open = |name: &str| {
+        let meta_memtable = memtable.min(META_MEMTABLE_BYTES);
+        // fjall keeps a keyspace's memtable size from its creation: the options apply to a
+        // new store only.
+        let open_sized = |name: &str, memtable: u64| {
             db.keyspace(name, || {
                 KeyspaceCreateOptions::default()
                     .manual_journal_persist(true)
                     .max_memtable_size(memtable)
             })
         };
+        let open = |name: &str| open_sized(name, memtable);
         let ks = Keyspaces {
             log: open("log")?,
-            raft_meta: open("raft_meta")?,
-            sm_meta: open("sm_meta")?,
+            raft_meta: open_sized("raft_meta", meta_memtable)?,
+            sm_meta: open_sized("sm_meta", meta_memtable)?,
             kv: open("kv")?,
             streams: open("streams")?,
             idem: open("idem")?,
@@ -311,6 +321,26 @@ impl Store {
     pub fn disk_bytes(&self) -> u64 {
         self.ks.db.disk_space().unwrap_or(0)
     }
+
+    /// What the store holds in memory now (most of a node's RSS under load).
+    pub fn memory(&self) -> StoreMemory {
+        StoreMemory {
+            memtable_bytes: self.ks.db.write_buffer_size(),
+            block_cache_bytes: self.ks.db.cache_size(),
+            pending_flushes: self.ks.db.outstanding_flushes() as u64,
+        }
+    }
+}
+
+/// See [`Store::memory`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreMemory {
+    /// Every keyspace's active and sealed (not yet flushed) memtables.
+    pub memtable_bytes: u64,
+    /// Blocks held by the block cache (at most `storage.cache_size`).
+    pub block_cache_bytes: u64,
+    /// Sealed memtables waiting for the flush worker.
+    pub pending_flushes: u64,
 }
 
 /// Snapshot copies being sent or received when the process died are useless after a restart;
@@ -325,5 +355,49 @@ fn remove_temporary_snapshots(dir: &Path) {
         if name.starts_with("outgoing-") || name.starts_with("incoming-") {
             let _ = std::fs::remove_file(entry.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bookkeeping keyspaces rotate their memtable at `META_MEMTABLE_BYTES`, not at
+    /// `storage.memtable_size`: rewrites of one record (as every applied entry does) leave
+    /// about 1 MiB in memory, not the ~3.5 MiB written (2.5 MiB of values and the memtable's
+    /// per-item overhead), which would stay in a 4 MiB memtable.
+    #[test]
+    fn bookkeeping_memtables_flush_at_their_own_small_size() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = StorageSection::default();
+        let store = Store::open(dir.path(), &options).expect("store");
+        let record = [7u8; 200];
+        let written = 5 << 19;
+        assert!(written < options.memtable_size.0 && written > 2 * META_MEMTABLE_BYTES);
+        for _ in 0..written / record.len() as u64 {
+            store
+                .ks
+                .sm_meta
+                .insert(b"meta".as_slice(), record.as_slice())
+                .expect("insert");
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let memory = store.memory();
+            if memory.memtable_bytes <= 2 * META_MEMTABLE_BYTES {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "memtables still hold {memory:?} after 30 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let read = store.ks.sm_meta.get(b"meta").expect("get");
+        assert_eq!(
+            read.as_deref(),
+            Some(record.as_slice()),
+            "the last version survives"
+        );
     }
 }
