@@ -183,12 +183,31 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), std::io::Error> {
         let ks = &self.store.ks;
+        let previous: Option<LogId> = read_meta(ks, PURGED_KEY)?;
         let mut batch = ks.db.batch();
         // Record the purge point first in the same atomic batch: never a hole.
         batch.insert(&ks.raft_meta, PURGED_KEY, encode(&log_id)?);
-        for item in ks.log.range(..=u64_key(log_id.index)) {
-            let key = item.key().map_err(StoreError::from)?;
-            batch.remove(&ks.log, key);
+        match previous {
+            // The log holds exactly the entries after the previous purge point, without
+            // gaps (appends extend it, `truncate_after` cuts its end, purges its start): delete
+            // them by key. Scanning instead would read back every entry being deleted and the
+            // tombstones of every earlier purge not yet compacted, filling the block cache
+            // with the log's dead blocks.
+            Some(previous) => {
+                let last = self
+                    .last_entry_id()?
+                    .map_or(previous.index, |last| last.index);
+                for index in previous.index + 1..=last.min(log_id.index) {
+                    batch.remove(&ks.log, u64_key(index));
+                }
+            }
+            // The first purge: where the log starts is not recorded.
+            None => {
+                for item in ks.log.range(..=u64_key(log_id.index)) {
+                    let key = item.key().map_err(StoreError::from)?;
+                    batch.remove(&ks.log, key);
+                }
+            }
         }
         batch.commit().map_err(StoreError::from)?;
         Ok(())
