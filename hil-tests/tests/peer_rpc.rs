@@ -135,19 +135,19 @@ async fn a_forwarded_batch_over_the_bound_is_refused_whole_and_one_at_it_is_appl
     let (group, caller, leader, addr) =
         node_and_caller(dir.path(), shared::transport::HANDSHAKE_TIMEOUT).await;
 
-    let too_many: Vec<Command> = (0..=MAX_FORWARD_BATCH_COMMANDS)
-        .map(|i| put(&format!("over-{i}")))
-        .collect();
-    let answer = caller
-        .call(
-            &leader,
-            &addr,
-            &Request::ClientWriteBatch(too_many),
-            CALL_TIMEOUT,
-        )
-        .await
-        .expect("an answer");
-    match answer {
+    let send_batch = |prefix: &'static str, commands: usize| {
+        let batch = (0..commands)
+            .map(|i| put(&format!("{prefix}-{i}")))
+            .collect();
+        let (caller, leader, addr) = (caller.clone(), leader.clone(), addr.clone());
+        async move {
+            let request = Request::ClientWriteBatch(batch);
+            let answer = caller.call(&leader, &addr, &request, CALL_TIMEOUT).await;
+            answer.expect("an answer")
+        }
+    };
+
+    match send_batch("over", MAX_FORWARD_BATCH_COMMANDS + 1).await {
         Response::Error(RemoteError::Rejected(message)) => {
             assert!(
                 message.contains(&format!("at most {MAX_FORWARD_BATCH_COMMANDS}")),
@@ -167,18 +167,7 @@ async fn a_forwarded_batch_over_the_bound_is_refused_whole_and_one_at_it_is_appl
         );
     }
 
-    let at_bound: Vec<Command> = (0..MAX_FORWARD_BATCH_COMMANDS)
-        .map(|i| put(&format!("at-{i}")))
-        .collect();
-    let answer = caller
-        .call(
-            &leader,
-            &addr,
-            &Request::ClientWriteBatch(at_bound),
-            CALL_TIMEOUT,
-        )
-        .await
-        .expect("an answer");
+    let answer = send_batch("at", MAX_FORWARD_BATCH_COMMANDS).await;
     let Response::ClientWriteBatch(results) = answer else {
         panic!("a batch at the bound is proposed: {answer:?}");
     };
