@@ -5,7 +5,8 @@
 //!   every dial the same way and never connect; the deadline's longer turns
 //!   (`transport::handshake_deadline`) must get through;
 //! - the leader's bound on a forwarded batch (`MAX_FORWARD_BATCH_COMMANDS`): one command
-//!   over it refuses the whole batch before anything is proposed.
+//!   over it refuses the whole batch before anything is proposed; the applied batch then
+//!   shows in the store's memory gauges on `/metrics`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -181,4 +182,14 @@ async fn a_forwarded_batch_over_the_bound_is_refused_whole_and_one_at_it_is_appl
             "{key} of the applied batch"
         );
     }
+
+    // The store's memory is on the node's /metrics: the applied writes sit in memtables,
+    // the block cache stays within its default size.
+    let memtables = group.metric(1, "openclaw_store_memtable_bytes").await;
+    assert!(memtables.expect("memtable gauge") > 0.0);
+    let cache = group.metric(1, "openclaw_store_block_cache_bytes").await;
+    let default_cache = shared::config::defaults::cache_size().0 as f64;
+    assert!(cache.expect("block cache gauge") <= default_cache);
+    let pending = group.metric(1, "openclaw_store_pending_flushes").await;
+    assert!(pending.is_ok(), "{pending:?}");
 }

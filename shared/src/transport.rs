@@ -208,7 +208,7 @@ impl Transport {
             local,
             connections: Mutex::new(HashMap::new()),
             dialing: Mutex::new(HashMap::new()),
-            handshake_timeout: timing.handshake_timeout.min(timing.idle_timeout),
+            handshake_timeout: timing.handshake_timeout,
             idle_timeout: timing.idle_timeout,
         }))
     }
