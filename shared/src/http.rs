@@ -399,11 +399,12 @@ pub fn write_result(response: CommandResponse) -> Result<Json<Value>, ApiError> 
             "this reseeded group waits for the hub to hand the site back (openclaw-hub failback)"
                 .into(),
         )),
-        CommandResponse::Empty | CommandResponse::Ship(_) | CommandResponse::Site { .. } => {
-            Err(ApiError::Unavailable(OpError::Unavailable(
-                "unexpected result for a client write".into(),
-            )))
-        }
+        CommandResponse::Empty
+        | CommandResponse::Ship(_)
+        | CommandResponse::Site { .. }
+        | CommandResponse::Batch(_) => Err(ApiError::Unavailable(OpError::Unavailable(
+            "unexpected result for a client write".into(),
+        ))),
     }
 }
 

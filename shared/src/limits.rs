@@ -89,6 +89,24 @@ pub const FORWARD_BATCH_ITEM_MAX_BYTES: usize = 64 * 1024;
 /// and leave together in the next batch (the batch size adapts to the load).
 pub const MAX_FORWARD_BATCHES_IN_FLIGHT: usize = 4;
 
+/// A leader proposes concurrent blind writes (unconditional puts and appends without
+/// Idempotency-Key) as one log entry (`Op::Batch`) of at most this many writes.
+pub const MAX_PROPOSAL_BATCH_WRITES: usize = 256;
+
+/// Estimated encoded bytes of the writes in one batch entry (`Command::approx_encoded_bytes`).
+pub const PROPOSAL_BATCH_MAX_BYTES: usize = 1024 * 1024;
+
+/// A write estimated larger than this is proposed as its own entry.
+pub const PROPOSAL_BATCH_ITEM_MAX_BYTES: usize = 64 * 1024;
+
+/// Batch entries a leader has proposed and not yet seen applied; writes arriving meanwhile
+/// queue and go together in the next entry (the batch size adapts to the load).
+pub const MAX_PROPOSAL_BATCHES_IN_FLIGHT: usize = 4;
+
+/// Encoded size of one write in a batch entry beyond its key and value (two clock stamps,
+/// the backlog limit, the variant and two lengths, as varints).
+pub const BLIND_WRITE_OVERHEAD_BYTES: usize = 64;
+
 /// Bytes a QUIC peer may have in flight to us on one connection (all streams), and that we
 /// buffer for sending on one: the bound on transport memory per peer (a small gateway has
 /// a handful of peers).
@@ -118,3 +136,6 @@ const _: () = assert!(DEFAULT_PAGE_ITEMS <= MAX_PAGE_ITEMS);
 const _: () = assert!(FORWARD_BATCH_ITEM_MAX_BYTES <= FORWARD_BATCH_MAX_BYTES);
 // A full batch (each command counted at its estimate) and its framing fit in one frame.
 const _: () = assert!(FORWARD_BATCH_MAX_BYTES + MAX_FORWARD_BATCH_COMMANDS * 16 < MAX_FRAME_BYTES);
+const _: () = assert!(PROPOSAL_BATCH_ITEM_MAX_BYTES <= PROPOSAL_BATCH_MAX_BYTES);
+// A full batch entry (each write counted at its estimate) and its framing fit in one frame.
+const _: () = assert!(PROPOSAL_BATCH_MAX_BYTES + 2 * ENTRY_OVERHEAD_BYTES < MAX_FRAME_BYTES);

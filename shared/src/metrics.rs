@@ -177,6 +177,8 @@ pub struct GroupMetrics {
     pub read_barrier_latency: Histogram,
     pub forwarded_writes: Counter,
     pub forwarded_batches: Counter,
+    pub batch_entries: Counter,
+    pub batched_writes: Counter,
     pub elections: Counter,
     pub leader_changes: Counter,
     pub commits: Counter,
@@ -198,6 +200,14 @@ pub static GROUP: GroupMetrics = GroupMetrics {
     forwarded_batches: Counter::new(
         "openclaw_forwarded_batches_total",
         "RPCs that carried forwarded writes to the leader (several writes each under load)",
+    ),
+    batch_entries: Counter::new(
+        "openclaw_batch_entries_total",
+        "Log entries this leader proposed that carry several clients' writes (Op::Batch)",
+    ),
+    batched_writes: Counter::new(
+        "openclaw_batched_writes_total",
+        "Client writes this leader proposed inside batch entries",
     ),
     elections: Counter::new(
         "openclaw_raft_elections_total",
@@ -225,6 +235,8 @@ impl SharedMetrics {
         GROUP.read_barrier_latency.render(out);
         GROUP.forwarded_writes.render(out);
         GROUP.forwarded_batches.render(out);
+        GROUP.batch_entries.render(out);
+        GROUP.batched_writes.render(out);
         GROUP.elections.render(out);
         GROUP.leader_changes.render(out);
         GROUP.commits.render(out);

@@ -85,21 +85,7 @@ fn unexpected(response: Response) -> RPCError<TypeConfig> {
 /// Upper estimate of an entry's encoded size, without encoding it.
 fn estimated_bytes(entry: &Entry) -> usize {
     match &entry.payload {
-        EntryPayload::Normal(command) => {
-            let body = match &command.op {
-                crate::types::Op::Put { key, value, .. } => key.len() + value.len(),
-                crate::types::Op::Delete { key, .. } => key.len(),
-                crate::types::Op::Append { stream, data } => stream.len() + data.len(),
-                crate::types::Op::Ingest { batch } => batch.len(),
-                crate::types::Op::Promote { site }
-                | crate::types::Op::BeginFailback { site }
-                | crate::types::Op::CompleteFailback { site } => site.len(),
-                crate::types::Op::Shipped { .. }
-                | crate::types::Op::Fence { .. }
-                | crate::types::Op::Activate => 0,
-            };
-            body + command.idempotency.as_ref().map_or(0, |i| i.key.len()) + ENTRY_OVERHEAD_BYTES
-        }
+        EntryPayload::Normal(command) => command.approx_encoded_bytes(),
         EntryPayload::Blank | EntryPayload::Membership(_) => ENTRY_OVERHEAD_BYTES * 4,
     }
 }

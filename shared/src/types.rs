@@ -114,6 +114,123 @@ pub enum Op {
     CompleteFailback { site: String },
     /// Edge: the hub accepted this reseeded group's epoch; writes may be taken now.
     Activate,
+    /// Several clients' blind writes proposed as one log entry (`group::proposer`), applied
+    /// in order as if each were its own entry, and answered with `CommandResponse::Batch`.
+    /// The element type is not `Command`, so a batch cannot nest: decoding stays bounded.
+    Batch { writes: Vec<BlindWrite> },
+}
+
+/// A client write whose effect depends on the state machine's meta alone (seq, HLC,
+/// backlog, fence), never on what the keyspaces hold: an unconditional put or an append,
+/// without Idempotency-Key, at the edge. Only such writes share a log entry, so applying a
+/// batch needs no reads of its own staged writes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlindWrite {
+    pub proposed_ms: u64,
+    pub elapsed_ms: u64,
+    pub backlog_limit: Option<u64>,
+    pub op: BlindOp,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlindOp {
+    Put {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    Append {
+        stream: String,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+}
+
+impl fmt::Debug for BlindOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BlindOp::Put { key, value } => write!(
+                f,
+                "Put({}, {} bytes)",
+                String::from_utf8_lossy(key),
+                value.len()
+            ),
+            BlindOp::Append { stream, data } => write!(f, "Append({stream}, {} bytes)", data.len()),
+        }
+    }
+}
+
+impl BlindWrite {
+    /// `command` as a blind write, or the command back if it is not one.
+    pub fn from_command(command: Command) -> Result<BlindWrite, Box<Command>> {
+        let blind = command.idempotency.is_none()
+            && command.site.is_none()
+            && matches!(
+                command.op,
+                Op::Put {
+                    if_revision: None,
+                    ..
+                } | Op::Append { .. }
+            );
+        if !blind {
+            return Err(Box::new(command));
+        }
+        let op = match command.op {
+            Op::Put { key, value, .. } => BlindOp::Put { key, value },
+            Op::Append { stream, data } => BlindOp::Append { stream, data },
+            _ => unreachable!("checked above"),
+        };
+        Ok(BlindWrite {
+            proposed_ms: command.proposed_ms,
+            elapsed_ms: command.elapsed_ms,
+            backlog_limit: command.backlog_limit,
+            op,
+        })
+    }
+
+    /// The same write as a command of its own (what it was before it was batched).
+    pub fn into_command(self) -> Command {
+        let op = match self.op {
+            BlindOp::Put { key, value } => Op::Put {
+                key,
+                value,
+                if_revision: None,
+            },
+            BlindOp::Append { stream, data } => Op::Append { stream, data },
+        };
+        Command {
+            proposed_ms: self.proposed_ms,
+            elapsed_ms: self.elapsed_ms,
+            idempotency: None,
+            backlog_limit: self.backlog_limit,
+            site: None,
+            op,
+        }
+    }
+
+    fn approx_encoded_bytes(&self) -> usize {
+        let op = match &self.op {
+            BlindOp::Put { key, value } => key.len() + value.len(),
+            BlindOp::Append { stream, data } => stream.len() + data.len(),
+        };
+        op + crate::limits::BLIND_WRITE_OVERHEAD_BYTES
+    }
+}
+
+impl Command {
+    /// One log entry for `writes` (at least one), stamped like the last of them.
+    pub fn batch(writes: Vec<BlindWrite>) -> Command {
+        let last = writes.last();
+        Command {
+            proposed_ms: last.map_or(0, |w| w.proposed_ms),
+            elapsed_ms: writes.iter().map(|w| w.elapsed_ms).max().unwrap_or(0),
+            idempotency: None,
+            backlog_limit: None,
+            site: None,
+            op: Op::Batch { writes },
+        }
+    }
 }
 
 impl Command {
@@ -129,6 +246,7 @@ impl Command {
                 site.len()
             }
             Op::Shipped { .. } | Op::Fence { .. } | Op::Activate => 0,
+            Op::Batch { writes } => writes.iter().map(BlindWrite::approx_encoded_bytes).sum(),
         };
         let idempotency = self.idempotency.as_ref().map_or(0, |i| i.key.len());
         let site = self.site.as_ref().map_or(0, String::len);
@@ -167,6 +285,7 @@ impl fmt::Debug for Op {
             Op::BeginFailback { site } => write!(f, "BeginFailback({site})"),
             Op::CompleteFailback { site } => write!(f, "CompleteFailback({site})"),
             Op::Activate => write!(f, "Activate"),
+            Op::Batch { writes } => write!(f, "Batch({} writes)", writes.len()),
         }
     }
 }
@@ -223,6 +342,8 @@ pub enum CommandResponse {
     },
     /// Edge: this reseeded group waits for the hub to hand the site back.
     AwaitingHandback,
+    /// The answers to an `Op::Batch`, one per write, in order.
+    Batch(Vec<CommandResponse>),
 }
 
 /// Who accepts a site's writes (DESIGN.md §3.5: a single-writer baton named by the epoch).
@@ -262,7 +383,8 @@ impl CommandResponse {
             | CommandResponse::Ship(_)
             | CommandResponse::Site { .. }
             | CommandResponse::NotOwner { .. }
-            | CommandResponse::AwaitingHandback => None,
+            | CommandResponse::AwaitingHandback
+            | CommandResponse::Batch(_) => None,
         }
     }
 }

@@ -4,7 +4,9 @@
 //! changes — plus a clean shutdown. The daemons add their policy on top (client API, the
 //! shipper at the edge, ingest at the hub) and never reimplement this.
 
+mod batcher;
 mod forward;
+mod proposer;
 mod rpc;
 pub mod supervise;
 
@@ -21,6 +23,7 @@ use openraft::{ChangeMembers, ReadPolicy, ServerState, SnapshotPolicy};
 use tracing::{info, warn};
 
 use self::forward::Forwarder;
+use self::proposer::Proposer;
 use self::rpc::RpcService;
 use crate::config::{RaftSection, SiteId, StorageSection, TlsSection};
 use crate::identity::NodeIdentity;
@@ -162,6 +165,7 @@ pub struct GroupNode {
     retention_clock: RetentionClock,
     /// Writes this node forwards to the leader, in batches.
     forwarder: Forwarder,
+    proposer: Proposer,
 }
 
 /// This node's reading of the group's retention clock: the applied clock it last saw grow,
@@ -272,6 +276,7 @@ impl GroupNode {
             transport: transport.clone(),
             retention_clock,
             forwarder: Forwarder::start(node.clone()),
+            proposer: Proposer::start(node.clone()),
         });
         let external = external(&node);
         let service = RpcService::new(node.clone(), external.clone());
@@ -458,8 +463,14 @@ impl GroupNode {
         self.raft_metrics().current_leader == Some(self.id)
     }
 
-    /// Proposes on this node (which believes it leads).
+    /// Proposes on this node (which believes it leads): a blind write in a batch entry with
+    /// the other blind writes waiting (`proposer.rs`), any other command as its own entry.
     pub async fn write_local(&self, command: Command) -> Result<CommandResponse, OpError> {
+        self.proposer.propose(self, command).await
+    }
+
+    /// Proposes `command` as one log entry on this node.
+    async fn client_write(&self, command: Command) -> Result<CommandResponse, OpError> {
         match self.raft.client_write(command).await {
             Ok(response) => Ok(response.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {

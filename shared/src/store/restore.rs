@@ -6,16 +6,18 @@
 //! log id, before anything is applied: by Raft's log matching property the entries after it
 //! are then exactly the ones the group applied after A. Each entry goes through the state
 //! machine's own `apply_command`, one committed batch per entry (as the live node does, so
-//! reads inside apply see earlier writes), so the result is the state the group had.
+//! reads inside apply see earlier writes), so the result is the state the group had. To
+//! reach a point inside a batch entry (`Op::Batch`), its writes are applied one at a time.
 
 use std::ops::ControlFlow;
 use std::path::Path;
 
+use openraft::alias::EntryPayloadOf;
 use openraft::EntryPayload;
 
 use super::state::{apply_command, stage_meta, AsOf, SmMeta};
 use super::{snapshot, Keyspaces, StoreError};
-use crate::types::StoredMembership;
+use crate::types::{Entry, LogId, Op, StoredMembership, TypeConfig};
 
 /// What a restore produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,25 +151,55 @@ pub(crate) fn restore(
 }
 
 /// Applies one entry unless it would take the state past `as_of`; breaks once it is there.
+/// A point in time may fall inside a batch entry: its writes then go one at a time, each as
+/// the command it was before it was batched.
 fn roll_forward(
     ks: &Keyspaces,
     meta: &mut SmMeta,
-    entry: &crate::types::Entry,
+    entry: &Entry,
     as_of: Option<AsOf>,
     entries_applied: &mut u64,
+) -> Result<ControlFlow<()>, StoreError> {
+    if let (Some(_), EntryPayload::Normal(command)) = (as_of, &entry.payload) {
+        if let Op::Batch { writes } = &command.op {
+            for write in writes {
+                let single = EntryPayload::Normal(write.clone().into_command());
+                if roll_forward_payload(ks, meta, entry.log_id, &single, as_of)?.is_break() {
+                    return Ok(ControlFlow::Break(()));
+                }
+            }
+            *entries_applied += 1;
+            return Ok(ControlFlow::Continue(()));
+        }
+    }
+    let flow = roll_forward_payload(ks, meta, entry.log_id, &entry.payload, as_of)?;
+    if flow.is_continue() {
+        *entries_applied += 1;
+    }
+    Ok(flow)
+}
+
+/// Applies `payload` (of the entry `log_id`) in one committed batch unless it would take the
+/// state past `as_of`.
+fn roll_forward_payload(
+    ks: &Keyspaces,
+    meta: &mut SmMeta,
+    log_id: LogId,
+    payload: &EntryPayloadOf<TypeConfig>,
+    as_of: Option<AsOf>,
 ) -> Result<ControlFlow<()>, StoreError> {
     if matches!(as_of, Some(AsOf::Seq(seq)) if meta.last_seq >= seq) {
         return Ok(ControlFlow::Break(()));
     }
     let mut next = meta.clone();
     let mut batch = ks.db.batch();
-    match &entry.payload {
+    match payload {
         EntryPayload::Blank => {}
         EntryPayload::Normal(command) => {
             apply_command(ks, &mut next, &mut batch, command)?;
         }
         EntryPayload::Membership(membership) => {
-            next.membership = StoredMembership::new(Some(entry.log_id), membership.clone());
+            next.membership = StoredMembership::new(Some(log_id), membership.clone());
         }
     }
     let past = match as_of {
@@ -178,10 +210,120 @@ fn roll_forward(
     if past {
         return Ok(ControlFlow::Break(()));
     }
-    next.applied = Some(entry.log_id);
+    next.applied = Some(log_id);
     stage_meta(ks, &mut batch, &mut next, true)?;
     batch.commit()?;
     *meta = next;
-    *entries_applied += 1;
     Ok(ControlFlow::Continue(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::entry::RaftEntry;
+
+    use super::*;
+    use crate::config::StorageSection;
+    use crate::store::codec::{encode, u64_key};
+    use crate::store::log::COMMITTED_KEY;
+    use crate::store::Store;
+    use crate::types::{BlindWrite, Command};
+
+    fn write(ms: u64, key: &str, value: &str) -> BlindWrite {
+        let command = Command {
+            proposed_ms: ms,
+            elapsed_ms: ms,
+            idempotency: None,
+            backlog_limit: None,
+            site: None,
+            op: Op::Put {
+                key: key.into(),
+                value: value.into(),
+                if_revision: None,
+            },
+        };
+        BlindWrite::from_command(command).expect("blind")
+    }
+
+    /// A backup of a group whose committed log is two batch entries (seqs 1–3 and 4–5):
+    /// nothing applied yet, so a restore rolls forward from the log's start.
+    fn backup_of_batches(dir: &Path) -> std::path::PathBuf {
+        let store = Store::open(&dir.join("source"), &StorageSection::default()).expect("open");
+        let ks = &store.ks;
+        let entries = [
+            vec![
+                write(1, "a", "a1"),
+                write(2, "b", "b1"),
+                write(3, "a", "a2"),
+            ],
+            vec![write(4, "c", "c1"), write(5, "b", "b2")],
+        ];
+        let mut batch = ks.db.batch();
+        let mut last = None;
+        for (i, writes) in entries.into_iter().enumerate() {
+            let log_id = openraft::testing::log_id::<TypeConfig>(1, 1, i as u64 + 1);
+            let entry = Entry::new_normal(log_id, Command::batch(writes));
+            batch.insert(
+                &ks.log,
+                u64_key(log_id.index),
+                encode(&entry).expect("encode"),
+            );
+            last = Some(log_id);
+        }
+        batch.insert(&ks.raft_meta, COMMITTED_KEY, encode(&last).expect("encode"));
+        batch.commit().expect("commit");
+        store.backup().expect("backup").path
+    }
+
+    fn restored_kv(store: &Store) -> Vec<(String, String)> {
+        store
+            .ks
+            .kv
+            .iter()
+            .map(|g| g.into_inner().expect("read"))
+            .map(|(k, v)| {
+                let k = String::from_utf8_lossy(&k).into_owned();
+                (k, String::from_utf8_lossy(&v[8..]).into_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_point_in_time_inside_a_batch_entry_is_reached_exactly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backup = backup_of_batches(dir.path());
+        let kv = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let cases = [
+            (1, kv(&[("a", "a1")])),
+            (2, kv(&[("a", "a1"), ("b", "b1")])),
+            (4, kv(&[("a", "a2"), ("b", "b1"), ("c", "c1")])),
+            (5, kv(&[("a", "a2"), ("b", "b2"), ("c", "c1")])),
+        ];
+        for (seq, expected) in cases {
+            let target = Store::open(
+                &dir.path().join(format!("at-{seq}")),
+                &StorageSection::default(),
+            )
+            .expect("open");
+            let restored = target
+                .restore_backup(&backup, None, Some(AsOf::Seq(seq)))
+                .expect("restore");
+            assert_eq!(restored.last_seq, seq, "as of seq {seq}");
+            assert!(restored.fenced);
+            assert_eq!(restored_kv(&target), expected, "as of seq {seq}");
+        }
+        // To the log's end, both entries apply whole.
+        let target =
+            Store::open(&dir.path().join("to-end"), &StorageSection::default()).expect("open");
+        let restored = target.restore_backup(&backup, None, None).expect("restore");
+        assert_eq!((restored.last_seq, restored.entries_applied), (5, 2));
+        assert_eq!(
+            restored_kv(&target),
+            kv(&[("a", "a2"), ("b", "b2"), ("c", "c1")])
+        );
+    }
 }

@@ -3,6 +3,7 @@
 //! they can be tested without Raft. Everything here is deterministic in (state, command):
 //! replicas that apply the same log hold the same bytes.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -14,7 +15,9 @@ use super::{Keyspaces, StoreError};
 use crate::limits::{IDEMPOTENCY_EXPIRE_PER_APPLY, OUTBOX_COMPACT_PER_APPLY};
 use crate::ship::rules::{decide, Decision, SiteShipState};
 use crate::ship::{EventKind, ShipReply, ShippedEvent};
-use crate::types::{Command, CommandResponse, Hlc, LogId, Op, SiteOwner, StoredMembership};
+use crate::types::{
+    BlindOp, BlindWrite, Command, CommandResponse, Hlc, LogId, Op, SiteOwner, StoredMembership,
+};
 
 /// State machine bookkeeping, written atomically with every applied entry.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -139,6 +142,9 @@ pub(crate) fn apply_command(
     batch: &mut WriteBatch,
     command: &Command,
 ) -> Result<CommandResponse, StoreError> {
+    if let Op::Batch { writes } = &command.op {
+        return apply_batch(ks, meta, batch, writes);
+    }
     meta.hlc = meta.hlc.tick(command.proposed_ms);
     let now_ms = meta.hlc.physical_ms();
     meta.retention_ms = meta.retention_ms.max(command.elapsed_ms);
@@ -271,12 +277,80 @@ pub(crate) fn apply_command(
             meta.awaiting_handback = false;
             CommandResponse::Empty
         }
+        // Applied by `apply_batch` above, before this command's own clock tick.
+        Op::Batch { .. } => CommandResponse::Empty,
     };
     if let Writer::Site { name, record, .. } = &writer {
         batch.insert(&ks.sites, name.as_bytes(), encode(record)?);
     }
-    compact_outbox(ks, meta, batch)?;
+    compact_outbox(ks, meta, batch, OUTBOX_COMPACT_PER_APPLY)?;
     finish(ks, meta, batch, command, retention_ms, response)
+}
+
+/// Applies a batch entry's writes in order, with the effects each would have had as its own
+/// entry: the same seqs, HLCs, refusals and responses, and the last admitted put of a key
+/// is the key's value. Blind writes read nothing but `meta`, so none needs to see another's
+/// staged writes. The bounded housekeeping (outbox compaction, idempotency expiry) runs once,
+/// with the budget of all the writes.
+fn apply_batch(
+    ks: &Keyspaces,
+    meta: &mut SmMeta,
+    batch: &mut WriteBatch,
+    writes: &[BlindWrite],
+) -> Result<CommandResponse, StoreError> {
+    let mut responses = Vec::with_capacity(writes.len());
+    let mut admitted = Vec::with_capacity(writes.len());
+    for write in writes {
+        meta.hlc = meta.hlc.tick(write.proposed_ms);
+        meta.retention_ms = meta.retention_ms.max(write.elapsed_ms);
+        let kind = match &write.op {
+            BlindOp::Put { key, value } => EventKind::Put {
+                key: key.clone(),
+                value: value.clone(),
+            },
+            BlindOp::Append { stream, data } => EventKind::Append {
+                stream: stream.clone(),
+                data: data.clone(),
+            },
+        };
+        match admit_edge_event(ks, meta, batch, write.backlog_limit, &kind)? {
+            Ok(seq) => {
+                let hlc = meta.hlc.0;
+                responses.push(match kind {
+                    EventKind::Append { .. } => CommandResponse::Appended { seq, hlc },
+                    _ => CommandResponse::Put { seq, revision: seq },
+                });
+                admitted.push((seq, hlc, kind));
+            }
+            Err(refused) => responses.push(refused),
+        }
+    }
+    // One fjall batch must not hold a key twice (its items share one seqno, so which one a
+    // read sees is undefined): a put that a later admitted put of its key supersedes is left
+    // out, which is what applying them one by one would leave on disk.
+    let mut written = HashSet::new();
+    for (seq, hlc, kind) in admitted.iter().rev() {
+        if let EventKind::Put { key, .. } = kind {
+            if !written.insert(key.as_slice()) {
+                continue;
+            }
+        }
+        apply_event(ks, batch, &[], *seq, *hlc, kind);
+    }
+    let applies = writes.len().max(1);
+    compact_outbox(ks, meta, batch, OUTBOX_COMPACT_PER_APPLY * applies)?;
+    let now_ms = meta.retention_ms;
+    if now_ms >= meta.idem_expiry_floor_ms {
+        expire_idempotency(
+            ks,
+            meta,
+            batch,
+            None,
+            now_ms,
+            IDEMPOTENCY_EXPIRE_PER_APPLY * applies,
+        )?;
+    }
+    Ok(CommandResponse::Batch(responses))
 }
 
 /// Where a client write lands: the edge's own state, or a promoted site's namespace at the
@@ -368,6 +442,31 @@ fn admit_event(
     if let Writer::Site { name, ns, record } = writer {
         return admit_site_event(ks, meta, batch, name, ns, record, kind).map(Ok);
     }
+    let admitted = admit_edge_event(ks, meta, batch, command.backlog_limit, &kind)?;
+    if let Ok(seq) = admitted {
+        apply_event(ks, batch, &[], seq, meta.hlc.0, &kind);
+    }
+    Ok(admitted)
+}
+
+/// `ShippedEvent` as encoded, borrowing its kind (postcard writes a reference as the value).
+#[derive(Serialize)]
+struct ShippedEventRef<'a> {
+    seq: u64,
+    hlc: u64,
+    kind: &'a EventKind,
+}
+
+/// Gives a new event of this edge group its seq and its outbox record (when the group
+/// ships), or says why it is refused; the caller writes the event's effect. Reads only
+/// `meta`.
+fn admit_edge_event(
+    ks: &Keyspaces,
+    meta: &mut SmMeta,
+    batch: &mut WriteBatch,
+    backlog_limit: Option<u64>,
+    kind: &EventKind,
+) -> Result<Result<u64, CommandResponse>, StoreError> {
     if let Some(epoch) = meta.fenced {
         return Ok(Err(CommandResponse::Fenced { epoch }));
     }
@@ -376,9 +475,8 @@ fn admit_event(
     }
     let seq = meta.last_seq + 1;
     let hlc = meta.hlc.0;
-    if let Some(limit) = command.backlog_limit {
-        let event = ShippedEvent { seq, hlc, kind };
-        let record = encode(&event)?;
+    if let Some(limit) = backlog_limit {
+        let record = encode(&ShippedEventRef { seq, hlc, kind })?;
         let bytes = (8 + record.len()) as u64;
         if meta.outbox_bytes.saturating_add(bytes) > limit {
             return Ok(Err(CommandResponse::BacklogFull {
@@ -386,11 +484,9 @@ fn admit_event(
                 limit,
             }));
         }
-        apply_event(ks, batch, &[], seq, hlc, &event.kind);
         batch.insert(&ks.outbox, u64_key(seq), record);
         meta.outbox_bytes += bytes;
     } else {
-        apply_event(ks, batch, &[], seq, hlc, &kind);
         // Nothing to ship: the outbox never holds this seq.
         meta.compacted_through = seq;
         meta.shipped_through = seq;
@@ -422,11 +518,13 @@ fn apply_event(
     }
 }
 
-/// Removes outbox entries the hub holds, at most `OUTBOX_COMPACT_PER_APPLY` per apply.
+/// Removes outbox entries the hub holds, at most `budget` (`OUTBOX_COMPACT_PER_APPLY` per
+/// applied write).
 fn compact_outbox(
     ks: &Keyspaces,
     meta: &mut SmMeta,
     batch: &mut WriteBatch,
+    budget: usize,
 ) -> Result<(), StoreError> {
     if meta.compacted_through >= meta.shipped_through {
         return Ok(());
@@ -434,7 +532,7 @@ fn compact_outbox(
     let start = u64_key(meta.compacted_through + 1);
     let end = u64_key(meta.shipped_through);
     let mut removed = 0;
-    for guard in ks.outbox.range(start..=end).take(OUTBOX_COMPACT_PER_APPLY) {
+    for guard in ks.outbox.range(start..=end).take(budget) {
         let (key, record) = guard.into_inner()?;
         meta.outbox_bytes = meta
             .outbox_bytes
@@ -443,7 +541,7 @@ fn compact_outbox(
         batch.remove(&ks.outbox, key);
         removed += 1;
     }
-    if removed < OUTBOX_COMPACT_PER_APPLY {
+    if removed < budget {
         // Everything up to shipped-through is gone (seqs without a record never had one).
         meta.compacted_through = meta.shipped_through;
     }
@@ -672,7 +770,15 @@ fn finish(
     response: CommandResponse,
 ) -> Result<CommandResponse, StoreError> {
     if now_ms >= meta.idem_expiry_floor_ms {
-        expire_idempotency(ks, meta, batch, command, now_ms)?;
+        let own_key = command.idempotency.as_ref().map(|i| i.key.as_bytes());
+        expire_idempotency(
+            ks,
+            meta,
+            batch,
+            own_key,
+            now_ms,
+            IDEMPOTENCY_EXPIRE_PER_APPLY,
+        )?;
     }
     if let Some(idem) = &command.idempotency {
         let expires_ms = now_ms.saturating_add(u64::from(idem.window_secs) * 1000);
@@ -689,16 +795,17 @@ fn finish(
     Ok(response)
 }
 
-/// Removes up to `IDEMPOTENCY_EXPIRE_PER_APPLY` expired idempotency records, oldest first,
-/// and sets the floor to the earliest index entry left.
+/// Removes up to `budget` (`IDEMPOTENCY_EXPIRE_PER_APPLY` per applied write) expired
+/// idempotency records, oldest first, and sets the floor to the earliest index entry left.
+/// `current_key`, the applied command's own key, is left for the command to rewrite.
 fn expire_idempotency(
     ks: &Keyspaces,
     meta: &mut SmMeta,
     batch: &mut WriteBatch,
-    command: &Command,
+    current_key: Option<&[u8]>,
     now_ms: u64,
+    budget: usize,
 ) -> Result<(), StoreError> {
-    let current_key = command.idempotency.as_ref().map(|i| i.key.as_bytes());
     meta.idem_expiry_floor_ms = u64::MAX;
     // `removed` counts the entries removed before this one: each earlier pass removed one.
     for (removed, item) in ks.idem_exp.iter().enumerate() {
@@ -707,10 +814,7 @@ fn expire_idempotency(
         let idem_key = &index_key[8..];
         // Stop at the first entry this apply leaves: unexpired, over budget, or the
         // command's own key (rewritten below; never remove and insert one key in one batch).
-        if expires_ms > now_ms
-            || removed == IDEMPOTENCY_EXPIRE_PER_APPLY
-            || Some(idem_key) == current_key
-        {
+        if expires_ms > now_ms || removed == budget || Some(idem_key) == current_key {
             meta.idem_expiry_floor_ms = expires_ms;
             break;
         }
@@ -1272,6 +1376,186 @@ mod tests {
             stream: "s".into(),
             data: data.as_bytes().to_vec(),
         }
+    }
+
+    fn blind(ms: u64, backlog_limit: Option<u64>, op: Op) -> BlindWrite {
+        let command = Command {
+            proposed_ms: ms,
+            elapsed_ms: ms,
+            idempotency: None,
+            backlog_limit,
+            site: None,
+            op,
+        };
+        BlindWrite::from_command(command).expect("a blind write")
+    }
+
+    fn dump_all(f: &Fixture) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let ks = &f.store.ks;
+        [&ks.kv, &ks.streams, &ks.outbox, &ks.idem, &ks.idem_exp]
+            .into_iter()
+            .flat_map(|k| k.iter().map(|g| g.into_inner().expect("read")))
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect()
+    }
+
+    /// Applies `writes` one entry each on `one_by_one` and as one batch entry on `batched`;
+    /// both must answer and hold the same.
+    fn assert_batch_applies_as_one_by_one(
+        one_by_one: &mut Fixture,
+        batched: &mut Fixture,
+        writes: Vec<BlindWrite>,
+    ) -> Vec<CommandResponse> {
+        let singles: Vec<CommandResponse> = writes
+            .iter()
+            .map(|w| {
+                let ks = &one_by_one.store.ks;
+                let mut batch = ks.db.batch();
+                let command = w.clone().into_command();
+                let r = apply_command(ks, &mut one_by_one.meta, &mut batch, &command);
+                batch.commit().expect("commit");
+                r.expect("apply")
+            })
+            .collect();
+        let ks = &batched.store.ks;
+        let mut batch = ks.db.batch();
+        let response = apply_command(ks, &mut batched.meta, &mut batch, &Command::batch(writes))
+            .expect("apply batch");
+        batch.commit().expect("commit");
+        assert_eq!(response, CommandResponse::Batch(singles.clone()));
+        assert_eq!(dump_all(batched), dump_all(one_by_one));
+        let fields = |m: &SmMeta| (m.last_seq, m.hlc, m.outbox_bytes, m.retention_ms);
+        assert_eq!(fields(&batched.meta), fields(&one_by_one.meta));
+        singles
+    }
+
+    #[test]
+    fn a_batch_entry_applies_as_its_writes_would_one_by_one() {
+        let (mut a, mut b) = (Fixture::new(), Fixture::new());
+        let big = "x".repeat(300);
+        let limit = Some(1_000);
+        let responses = assert_batch_applies_as_one_by_one(
+            &mut a,
+            &mut b,
+            vec![
+                blind(100, limit, put("k", "first", None)),
+                blind(100, limit, put("k", "second", None)),
+                blind(90, limit, append("clock went back")),
+                blind(120, limit, put("j", &big, None)),
+                blind(120, limit, put("j", &big, None)),
+                // Over the backlog: refused, so "j" keeps the admitted value above …
+                blind(130, limit, put("j", &format!("{big}{big}"), None)),
+                // … while a smaller write after it still fits.
+                blind(130, limit, put("k", "third", None)),
+                blind(140, None, append("not shipped")),
+            ],
+        );
+        assert!(responses
+            .iter()
+            .any(|r| matches!(r, CommandResponse::BacklogFull { .. })));
+        let k = b.reader().get(b"k").expect("get").expect("k");
+        assert_eq!(k.value(), b"third");
+        assert_eq!(
+            b.reader().get(b"j").expect("get").expect("j").value(),
+            big.as_bytes()
+        );
+
+        // A second batch after the hub took some events: compaction runs once, with the
+        // budget of every write, and leaves the same outbox.
+        for f in [&mut a, &mut b] {
+            f.apply(150, None, Op::Shipped { through: 3 });
+        }
+        assert_batch_applies_as_one_by_one(
+            &mut a,
+            &mut b,
+            vec![
+                blind(160, limit, put("k", "fourth", None)),
+                blind(160, limit, append("y")),
+            ],
+        );
+
+        // Fenced: every write of a batch is refused, as each alone would be.
+        for f in [&mut a, &mut b] {
+            f.apply(
+                170,
+                None,
+                Op::Fence {
+                    epoch: 2,
+                    shipped_through: 0,
+                },
+            );
+        }
+        let refused = assert_batch_applies_as_one_by_one(
+            &mut a,
+            &mut b,
+            vec![
+                blind(180, limit, put("k", "late", None)),
+                blind(180, None, append("z")),
+            ],
+        );
+        assert!(refused
+            .iter()
+            .all(|r| *r == CommandResponse::Fenced { epoch: 2 }));
+    }
+
+    #[test]
+    fn only_blind_writes_can_be_batched() {
+        let command = |idem: Option<&str>, op: Op| Command {
+            proposed_ms: 1,
+            elapsed_ms: 1,
+            idempotency: idem.map(|k| IdempotencyKey {
+                key: k.into(),
+                window_secs: 600,
+            }),
+            backlog_limit: None,
+            site: None,
+            op,
+        };
+        assert!(BlindWrite::from_command(command(None, put("k", "v", None))).is_ok());
+        assert!(BlindWrite::from_command(command(None, append("v"))).is_ok());
+        for not_blind in [
+            command(None, put("k", "v", Some(3))),
+            command(Some("once"), put("k", "v", None)),
+            command(
+                None,
+                Op::Delete {
+                    key: b"k".to_vec(),
+                    if_revision: None,
+                },
+            ),
+            command(None, Op::Shipped { through: 1 }),
+            Command {
+                site: Some("site-1".into()),
+                ..command(None, append("v"))
+            },
+        ] {
+            let back = BlindWrite::from_command(not_blind.clone()).expect_err("not blind");
+            assert_eq!(*back, not_blind);
+        }
+        let blind = command(None, put("k", "v", None));
+        let write = BlindWrite::from_command(blind.clone()).expect("blind");
+        assert_eq!(write.into_command(), blind);
+    }
+
+    #[test]
+    fn an_outbox_record_is_encoded_as_a_shipped_event() {
+        let kind = EventKind::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+        };
+        let borrowed = encode(&ShippedEventRef {
+            seq: 7,
+            hlc: 9,
+            kind: &kind,
+        })
+        .expect("encode");
+        let owned = encode(&ShippedEvent {
+            seq: 7,
+            hlc: 9,
+            kind,
+        })
+        .expect("encode");
+        assert_eq!(borrowed, owned);
     }
 
     #[test]
