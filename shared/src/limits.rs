@@ -100,8 +100,11 @@ pub const PROPOSAL_BATCH_MAX_BYTES: usize = 1024 * 1024;
 pub const PROPOSAL_BATCH_ITEM_MAX_BYTES: usize = 64 * 1024;
 
 /// Batch entries a leader has proposed and not yet seen applied; writes arriving meanwhile
-/// queue and go together in the next entry (the batch size adapts to the load).
-pub const MAX_PROPOSAL_BATCHES_IN_FLIGHT: usize = 4;
+/// queue and go together in the next entry (the batch size adapts to the load). One: fewer,
+/// fuller entries did better than 2, 4 or 8 in flight at 16 and 64 clients, for writes and
+/// appends alike (openclaw-bench, docs/benchmarks.md 2026-12-06); openraft still pipelines
+/// the entry's append and replication, and commands other than blind writes never wait here.
+pub const MAX_PROPOSAL_BATCHES_IN_FLIGHT: usize = 1;
 
 /// Encoded size of one write in a batch entry beyond its key and value (two clock stamps,
 /// the backlog limit, the variant and two lengths, as varints).
