@@ -175,8 +175,9 @@ impl Default for GroupOptions {
             heartbeat: "100ms",
             election_timeout: "1s",
             election_timeout_max: None,
-            snapshot_every_entries: 10_000,
-            log_entries_kept_after_snapshot: 1_000,
+            snapshot_every_entries: shared::config::defaults::snapshot_every_entries(),
+            log_entries_kept_after_snapshot:
+                shared::config::defaults::log_entries_kept_after_snapshot(),
             write_timeout: "5s",
             relays: false,
             env: Vec::new(),

@@ -310,8 +310,10 @@ pub mod defaults {
     pub fn election_timeout() -> HumanDuration {
         HumanDuration(Duration::from_millis(150))
     }
+    /// A snapshot is a view (no IO to build), and a batch entry holds up to 256 writes:
+    /// 1,000 entries keep the log, and what of it the LSM flushes before a purge, small.
     pub fn snapshot_every_entries() -> u64 {
-        10_000
+        1_000
     }
     /// Kept above the writes of one snapshot transfer (openraft #1706).
     pub fn log_entries_kept_after_snapshot() -> u64 {

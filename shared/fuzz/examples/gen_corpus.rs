@@ -20,7 +20,7 @@ use shared::ship::codec::{self, ShipBatch};
 use shared::ship::{EventKind, ShipReply, ShippedEvent};
 use shared::store::{LogStore, StateMachine, Store};
 use shared::types::{
-    Command, CommandResponse, Entry, IdempotencyKey, LogId, NodeAddr, Op, SnapshotMeta,
+    BlindWrite, Command, CommandResponse, Entry, IdempotencyKey, LogId, NodeAddr, Op, SnapshotMeta,
     StoredMembership, TypeConfig, Vote,
 };
 use shared::wire::{self, AdminOp, RemoteError, Request, Response, ShipFrame};
@@ -149,7 +149,18 @@ fn edge_entries() -> Vec<Entry> {
             command(1_700_000_000_000 + index, op, idem, Some(1 << 30)),
         ));
     }
-    entries.push(Entry::new_blank(log_id(2, 2, 8)));
+    // Concurrent blind writes as one batch entry (`Op::Batch`), a key put twice in it.
+    let writes = [
+        put("c", "4"),
+        append("telemetry", r#"{"t":20.9}"#),
+        put("c", "5"),
+    ]
+    .into_iter()
+    .map(|op| command(1_700_000_000_010, op, None, Some(1 << 30)))
+    .map(|c| BlindWrite::from_command(c).expect("a blind write"))
+    .collect();
+    entries.push(Entry::new_normal(log_id(1, 1, 8), Command::batch(writes)));
+    entries.push(Entry::new_blank(log_id(2, 2, 9)));
     entries
 }
 
@@ -214,6 +225,14 @@ fn wire_seeds() {
             Request::ClientWriteBatch(vec![write.clone(), write]),
         ),
         ("append", Request::AppendEntries(append_request())),
+        (
+            "append-batch-entry",
+            Request::AppendEntries(AppendEntriesRequest::<TypeConfig> {
+                entries: entries[7..8].to_vec(),
+                prev_log_id: Some(log_id(1, 1, 7)),
+                ..append_request()
+            }),
+        ),
         (
             "vote",
             Request::Vote(VoteRequest::new(vote, Some(log_id(2, 1, 9)))),
