@@ -164,22 +164,25 @@ impl fmt::Debug for BlindOp {
 impl BlindWrite {
     /// `command` as a blind write, or the command back if it is not one.
     pub fn from_command(command: Command) -> Result<BlindWrite, Box<Command>> {
-        let blind = command.idempotency.is_none()
-            && command.site.is_none()
-            && matches!(
-                command.op,
-                Op::Put {
-                    if_revision: None,
-                    ..
-                } | Op::Append { .. }
-            );
-        if !blind {
-            return Err(Box::new(command));
-        }
-        let op = match command.op {
-            Op::Put { key, value, .. } => BlindOp::Put { key, value },
-            Op::Append { stream, data } => BlindOp::Append { stream, data },
-            _ => unreachable!("checked above"),
+        let op = match command {
+            Command {
+                idempotency: None,
+                site: None,
+                op:
+                    Op::Put {
+                        key,
+                        value,
+                        if_revision: None,
+                    },
+                ..
+            } => BlindOp::Put { key, value },
+            Command {
+                idempotency: None,
+                site: None,
+                op: Op::Append { stream, data },
+                ..
+            } => BlindOp::Append { stream, data },
+            other => return Err(Box::new(other)),
         };
         Ok(BlindWrite {
             proposed_ms: command.proposed_ms,
@@ -342,7 +345,10 @@ pub enum CommandResponse {
     },
     /// Edge: this reseeded group waits for the hub to hand the site back.
     AwaitingHandback,
-    /// The answers to an `Op::Batch`, one per write, in order.
+    /// The answers to an `Op::Batch`, one per write, in order. In-process only (the
+    /// proposer answers each write with its own): never encoded, and never decoded, so a
+    /// frame cannot nest responses without bound.
+    #[serde(skip)]
     Batch(Vec<CommandResponse>),
 }
 
@@ -430,6 +436,19 @@ impl fmt::Display for Hlc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_response_is_neither_encoded_nor_decoded() {
+        let batch = CommandResponse::Batch(vec![CommandResponse::Empty]);
+        assert!(postcard::to_allocvec(&batch).is_err());
+        // Batch's variant index, nested: refused at the first one, not recursed into.
+        let batch_index = 12u8;
+        let nested = vec![batch_index, 1, batch_index, 1, batch_index, 0];
+        assert!(postcard::from_bytes::<CommandResponse>(&nested).is_err());
+        // The variant before it still decodes where it always did.
+        let handback = postcard::to_allocvec(&CommandResponse::AwaitingHandback).expect("encode");
+        assert_eq!(handback, vec![batch_index - 1]);
+    }
 
     #[test]
     fn hlc_never_goes_backwards() {
