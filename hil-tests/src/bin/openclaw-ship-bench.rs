@@ -24,7 +24,7 @@ use openclaw_hil_tests::relay::Faults;
 use openclaw_hil_tests::{request, GroupOptions, Lab, LabGroup, LabOptions};
 use reqwest::Method;
 use serde_json::{json, Value};
-use shared::ship::codec::{encode, ShipBatch};
+use shared::ship::codec::{decode, encode, ShipBatch};
 use shared::ship::{EventKind, ShippedEvent};
 
 /// Longest any catch-up may take before the row is reported as unfinished.
@@ -35,6 +35,8 @@ const POLL: Duration = Duration::from_millis(5);
 const LOAD_CLIENTS: usize = 64;
 /// Events of the offline batch the raw/compressed sizes are computed on.
 const SIZE_SAMPLE_EVENTS: u64 = 1000;
+/// Encodes and decodes of that batch timed for the codec rows.
+const CODEC_ROUNDS: u32 = 200;
 
 #[derive(Parser)]
 #[command(
@@ -176,6 +178,8 @@ async fn shipped(hub: &LabGroup) -> anyhow::Result<Vec<u64>> {
 /// How a backlog of `per_site` events at each of `sites` sites drained into the hub, from
 /// the moment the uplink was restored (or the call, for a backlog not held back).
 struct Drain {
+    /// Half the sites had shipped something.
+    half_resumed: Duration,
     /// Every site had shipped something (its session was back).
     all_resumed: Duration,
     /// Events still to ship at that moment.
@@ -188,9 +192,13 @@ struct Drain {
 async fn time_drain(hub: &LabGroup, sites: usize, per_site: u64) -> anyhow::Result<Drain> {
     let started = Instant::now();
     let mut resumed: Option<(Duration, u64)> = None;
+    let mut half_resumed = None;
     loop {
         let s = shipped(hub).await.unwrap_or_default();
         let elapsed = started.elapsed();
+        if half_resumed.is_none() && 2 * s.iter().filter(|t| **t > 0).count() >= sites {
+            half_resumed = Some(elapsed);
+        }
         if resumed.is_none() && s.len() == sites && s.iter().all(|t| *t > 0) {
             let left = s.iter().map(|t| per_site.saturating_sub(*t)).sum();
             resumed = Some((elapsed, left));
@@ -198,6 +206,7 @@ async fn time_drain(hub: &LabGroup, sites: usize, per_site: u64) -> anyhow::Resu
         if s.len() == sites && s.iter().all(|t| *t >= per_site) {
             let (all_resumed, left_at_all_resumed) = resumed.unwrap_or((elapsed, 0));
             return Ok(Drain {
+                half_resumed: half_resumed.unwrap_or(elapsed),
                 all_resumed,
                 left_at_all_resumed,
                 done: elapsed,
@@ -231,6 +240,28 @@ fn row(rows: &mut Vec<Row>, name: impl Into<String>, value: f64, unit: &'static 
     rows.push(Row { name, value, unit });
 }
 
+/// CPU seconds (user and system, every thread) the processes of `groups` have used so far.
+/// On shared cores a rate says how the CPU was split; CPU time per event says what an event
+/// costs each side.
+fn cpu_seconds<'a>(groups: impl IntoIterator<Item = &'a LabGroup>) -> f64 {
+    // Clock ticks per second of /proc's utime and stime (USER_HZ: 100 on Linux's ABI).
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let ticks: u64 = groups
+        .into_iter()
+        .flat_map(|g| g.nodes.iter().filter_map(|n| n.pid()))
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            // Fields after the command (which may hold spaces), from field 3 on.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: u64 = fields.get(11)?.parse().ok()?;
+            let stime: u64 = fields.get(12)?.parse().ok()?;
+            Some(utime + stime)
+        })
+        .sum();
+    ticks as f64 / TICKS_PER_SECOND
+}
+
 /// Hub nodes of the ingest rows: a hub is a 3-node Raft group in production.
 const INGEST_HUB_NODES: u64 = 3;
 
@@ -243,8 +274,11 @@ async fn ingest(rows: &mut Vec<Row>, sites: u64, per_site: u64) -> anyhow::Resul
         let edges: Vec<_> = lab.sites.iter().flat_map(|g| g.ips()).collect();
         hub.block_sources(&edges, true)?;
         let total = load(&lab, per_site, LOAD_CLIENTS.min(4 * sites as usize).max(8)).await?;
+        let (hub_cpu, edge_cpu) = (cpu_seconds([hub]), cpu_seconds(&lab.sites));
         hub.block_sources(&edges, false)?;
         let drain = time_drain(hub, sites as usize, per_site).await?;
+        let hub_cpu = cpu_seconds([hub]) - hub_cpu;
+        let edge_cpu = cpu_seconds(&lab.sites) - edge_cpu;
         let label = format!(
             "hub ingest ({INGEST_HUB_NODES} hub nodes), {sites} site(s) x {per_site} events"
         );
@@ -256,9 +290,27 @@ async fn ingest(rows: &mut Vec<Row>, sites: u64, per_site: u64) -> anyhow::Resul
         );
         row(
             rows,
+            format!("{label}: half the sessions resumed after"),
+            drain.half_resumed.as_secs_f64(),
+            "s",
+        );
+        row(
+            rows,
             format!("{label}: last session resumed after"),
             drain.all_resumed.as_secs_f64(),
             "s",
+        );
+        row(
+            rows,
+            format!("{label}: hub CPU per event, all hub nodes"),
+            hub_cpu * 1e6 / total as f64,
+            "µs",
+        );
+        row(
+            rows,
+            format!("{label}: edge CPU per event"),
+            edge_cpu * 1e6 / total as f64,
+            "µs",
         );
         let after = drain.done.saturating_sub(drain.all_resumed).as_secs_f64();
         if drain.left_at_all_resumed > 0 && after > 0.0 {
@@ -486,6 +538,21 @@ fn sizes(rows: &mut Vec<Row>) -> anyhow::Result<()> {
         compressed as f64 / n,
         "B",
     );
+    // CPU of the codec alone, one thread: what the edge pays per event to encode a batch,
+    // and each hub node to decode it (once to check it, then once per node to apply it).
+    let wire = encode(&batch).context("encode")?;
+    let started = Instant::now();
+    for _ in 0..CODEC_ROUNDS {
+        std::hint::black_box(encode(std::hint::black_box(&batch)).context("encode")?);
+    }
+    let per_event = started.elapsed().as_secs_f64() * 1e6 / (CODEC_ROUNDS as f64 * n);
+    row(rows, "batch encode CPU per event (edge)", per_event, "µs");
+    let started = Instant::now();
+    for _ in 0..CODEC_ROUNDS {
+        std::hint::black_box(decode(std::hint::black_box(&wire)).context("decode")?);
+    }
+    let per_event = started.elapsed().as_secs_f64() * 1e6 / (CODEC_ROUNDS as f64 * n);
+    row(rows, "batch decode CPU per event (hub)", per_event, "µs");
     Ok(())
 }
 

@@ -407,21 +407,17 @@ fn admit_site_event(
     name: &str,
     ns: &[u8],
     record: &mut SiteRecord,
-    kind: EventKind,
+    kind: &EventKind,
 ) -> Result<u64, StoreError> {
     let seq = record.shipped_through + 1;
-    let hlc = meta.hlc.0;
-    apply_event(ks, batch, ns, seq, hlc, &kind);
-    meta.feed_last += 1;
-    let entry = FeedEvent {
-        site: name.to_owned(),
+    let event = FeedEventRef {
+        site: name,
         epoch: record.epoch,
         seq,
-        hlc,
+        hlc: meta.hlc.0,
         kind,
     };
-    batch.insert(&ks.feed, u64_key(meta.feed_last), encode(&entry)?);
-    batch.insert(&ks.site_log, site_log_key(ns, seq), u64_key(meta.feed_last));
+    write_site_event(ks, meta, batch, ns, &event)?;
     record.shipped_through = seq;
     record.head_seq = seq;
     record.last_event_ms = meta.hlc.physical_ms();
@@ -440,7 +436,7 @@ fn admit_event(
     kind: EventKind,
 ) -> Result<Result<u64, CommandResponse>, StoreError> {
     if let Writer::Site { name, ns, record } = writer {
-        return admit_site_event(ks, meta, batch, name, ns, record, kind).map(Ok);
+        return admit_site_event(ks, meta, batch, name, ns, record, &kind).map(Ok);
     }
     let admitted = admit_edge_event(ks, meta, batch, command.backlog_limit, &kind)?;
     if let Ok(seq) = admitted {
@@ -600,6 +596,37 @@ pub struct FeedEvent {
     pub kind: EventKind,
 }
 
+/// `FeedEvent` as encoded, borrowing its site and kind: the hub writes one per shipped event,
+/// and cloning both cost three allocations and copies each.
+#[derive(Serialize)]
+struct FeedEventRef<'a> {
+    site: &'a str,
+    epoch: u64,
+    seq: u64,
+    hlc: u64,
+    kind: &'a EventKind,
+}
+
+/// Writes one event of a site's log at the hub (shipped, or written there after a
+/// promotion): its effect under the site's namespace, its feed entry and its site-log index.
+fn write_site_event(
+    ks: &Keyspaces,
+    meta: &mut SmMeta,
+    batch: &mut WriteBatch,
+    ns: &[u8],
+    event: &FeedEventRef<'_>,
+) -> Result<(), StoreError> {
+    apply_event(ks, batch, ns, event.seq, event.hlc, event.kind);
+    meta.feed_last += 1;
+    batch.insert(&ks.feed, u64_key(meta.feed_last), encode(event)?);
+    batch.insert(
+        &ks.site_log,
+        site_log_key(ns, event.seq),
+        u64_key(meta.feed_last),
+    );
+    Ok(())
+}
+
 fn site_log_key(ns: &[u8], seq: u64) -> Vec<u8> {
     [ns, &u64_key(seq)].concat()
 }
@@ -722,21 +749,14 @@ fn ingest(
         Decision::Apply { skip, through } => {
             let ns = site_namespace(&shipped.site);
             for event in &shipped.events[skip..] {
-                apply_event(ks, batch, &ns, event.seq, event.hlc, &event.kind);
-                meta.feed_last += 1;
-                let entry = FeedEvent {
-                    site: shipped.site.clone(),
+                let event = FeedEventRef {
+                    site: &shipped.site,
                     epoch: shipped.epoch,
                     seq: event.seq,
                     hlc: event.hlc,
-                    kind: event.kind.clone(),
+                    kind: &event.kind,
                 };
-                batch.insert(&ks.feed, u64_key(meta.feed_last), encode(&entry)?);
-                batch.insert(
-                    &ks.site_log,
-                    site_log_key(&ns, event.seq),
-                    u64_key(meta.feed_last),
-                );
+                write_site_event(ks, meta, batch, &ns, &event)?;
                 site.last_event_ms = Hlc(event.hlc).physical_ms();
             }
             site.shipped_through = through;
@@ -1550,6 +1570,31 @@ mod tests {
         })
         .expect("encode");
         let owned = encode(&ShippedEvent {
+            seq: 7,
+            hlc: 9,
+            kind,
+        })
+        .expect("encode");
+        assert_eq!(borrowed, owned);
+    }
+
+    #[test]
+    fn a_feed_entry_is_encoded_as_a_feed_event() {
+        let kind = EventKind::Append {
+            stream: "s".to_owned(),
+            data: b"d".to_vec(),
+        };
+        let borrowed = encode(&FeedEventRef {
+            site: "site-1",
+            epoch: 3,
+            seq: 7,
+            hlc: 9,
+            kind: &kind,
+        })
+        .expect("encode");
+        let owned = encode(&FeedEvent {
+            site: "site-1".to_owned(),
+            epoch: 3,
             seq: 7,
             hlc: 9,
             kind,
