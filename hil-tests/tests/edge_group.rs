@@ -186,6 +186,70 @@ async fn concurrent_writes_at_a_follower_share_forward_batches_with_their_own_ou
     );
 }
 
+/// A leader cut off just as its writes arrive appends their (batch) entry alone; the others
+/// elect a new leader and write past it, and when the old leader comes back openraft drops
+/// the entry from its log (`LogEntryDiscarded`). openraft cannot tell whether such an entry
+/// committed elsewhere (an entry purged under a snapshot often has), so its writers must be
+/// told the outcome is unknown: proposing the writes again behind their back could apply
+/// each twice. Here the entry never left the old leader, so no write may be applied either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_a_deposed_leader_discards_are_answered_unknown_and_not_retried() {
+    const WRITERS: usize = 16;
+    let options = GroupOptions {
+        relays: true,
+        // The writers must still wait when the old leader drops their entry.
+        write_timeout: "60s",
+        ..fast()
+    };
+    let (_dir, g) = group(3, options).await;
+    let ids = g.ids();
+    let old = g.leader(&ids).await.expect("leader");
+    let others: Vec<u64> = ids.iter().copied().filter(|id| *id != old).collect();
+    put_acked(&g, &[old], "before", "x").await;
+    let last_index = |status: serde_json::Value| status["last_log_index"].as_u64().unwrap_or(0);
+    let index_before = last_index(g.status(old).await.expect("status"));
+
+    // Within its lease the cut-off leader still appends what it is sent.
+    g.partition(&[old], &others).expect("partition");
+    let writes = (0..WRITERS).map(|i| {
+        let g = &g;
+        async move {
+            (
+                i,
+                put(g, old, &format!("d{i}"), &format!("v{i}"), &[]).await,
+            )
+        }
+    });
+    let deposition = async {
+        wait_until(CATCH_UP, "the old leader to append the writes", || async {
+            last_index(g.status(old).await.unwrap_or_default()) > index_before
+        })
+        .await
+        .expect("appended");
+        let new = g.leader(&others).await.expect("a new leader");
+        put_acked(&g, &[new], "after", "y").await;
+        g.heal();
+        new
+    };
+    let (answers, new) = tokio::join!(futures::future::join_all(writes), deposition);
+
+    // Writes still queued behind the dropped entry were refused before being appended
+    // anywhere: those are retried, and acknowledged once.
+    let mut unknown = 0;
+    for (i, a) in &answers {
+        let r = get(&g, new, &format!("d{i}"), "linearizable").await;
+        match (a.status, a.json()["error"]["code"].as_str()) {
+            (200, _) => assert_eq!((r.status, r.text()), (200, format!("v{i}")), "d{i}"),
+            (503, Some("outcome_unknown")) => {
+                unknown += 1;
+                assert_eq!(r.status, 404, "d{i} was applied: {}", r.text());
+            }
+            other => panic!("write {i}: {other:?} {}", a.text()),
+        }
+    }
+    assert!(unknown > 0, "no write was in the dropped entry");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_kill_elects_a_new_leader_and_loses_nothing() {
     let (_dir, mut g) = group(3, fast()).await;

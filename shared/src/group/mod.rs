@@ -147,6 +147,23 @@ impl From<RemoteError> for OpError {
     }
 }
 
+/// What a failed proposal means for its writes. `ForwardToLeader` refuses it before its
+/// entry is appended: never carried out, safe to retry (`GroupNode::write` does). An entry
+/// appended and then dropped from this node's log (`LogEntryDiscarded`: truncated by a new
+/// leader, or purged under a snapshot that may well contain it) may still commit, or already
+/// has: retrying it here would apply the write twice, so its writers are told the outcome is
+/// unknown.
+fn client_write_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> OpError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => OpError::NoLeader,
+        RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => OpError::OutcomeUnknown(
+            "the leader changed before this write's log entry was known to commit".into(),
+        ),
+        RaftError::Fatal(_) => OpError::ShuttingDown,
+        e => OpError::Unavailable(e.to_string()),
+    }
+}
+
 /// Time to wait for a leader to appear before retrying a forwarded request.
 const LEADER_WAIT: Duration = Duration::from_millis(500);
 /// Longest a departing leader waits for its successor on shutdown.
@@ -471,14 +488,11 @@ impl GroupNode {
 
     /// Proposes `command` as one log entry on this node.
     async fn client_write(&self, command: Command) -> Result<CommandResponse, OpError> {
-        match self.raft.client_write(command).await {
-            Ok(response) => Ok(response.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                Err(OpError::NoLeader)
-            }
-            Err(RaftError::Fatal(_)) => Err(OpError::ShuttingDown),
-            Err(e) => Err(OpError::Unavailable(e.to_string())),
-        }
+        self.raft
+            .client_write(command)
+            .await
+            .map(|response| response.data)
+            .map_err(client_write_error)
     }
 
     /// The log index a linearizable read must wait for, confirmed by a quorum (leader only).
@@ -773,7 +787,26 @@ pub fn render_metrics(node: &GroupNode, out: &mut String) {
 
 #[cfg(test)]
 mod tests {
-    use super::RetentionClock;
+    use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
+
+    use super::{client_write_error, OpError, RetentionClock};
+
+    /// A proposal refused before its entry was appended is retried; one whose entry was
+    /// appended and then dropped from this node's log may have committed, and is not.
+    #[test]
+    fn only_proposals_known_not_to_have_been_appended_are_retried() {
+        let refused = client_write_error(RaftError::APIError(ClientWriteError::ForwardToLeader(
+            ForwardToLeader::empty(),
+        )));
+        assert!(matches!(refused, OpError::NoLeader), "{refused:?}");
+        let discarded = client_write_error(RaftError::APIError(
+            ClientWriteError::LogEntryDiscarded(ForwardToLeader::empty()),
+        ));
+        assert!(
+            matches!(discarded, OpError::OutcomeUnknown(_)),
+            "{discarded:?}"
+        );
+    }
 
     /// The power-cut regression (see `raft_config`): a leader that restarts stands for a new
     /// election instead of resuming a term whose unsynced tail it may have lost.
