@@ -250,6 +250,75 @@ async fn writes_a_deposed_leader_discards_are_answered_unknown_and_not_retried()
     assert!(unknown > 0, "no write was in the dropped entry");
 }
 
+/// CPU seconds (user and system) process `pid` has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the command name (which may hold spaces); utime and stime are 14 and 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("stat format")
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    ticks as f64 / 100.0 // USER_HZ
+}
+
+/// A leader cut off from its quorum refuses proposals and read barriers once its lease
+/// lapses, and a write or linearizable read waiting there is tried again until its deadline.
+/// It must wait for the leadership to change between tries: trying again at once took more
+/// than both cores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_leader_waits_between_tries_instead_of_spinning() {
+    const WATCHED: Duration = Duration::from_secs(3);
+    let options = GroupOptions {
+        relays: true,
+        write_timeout: "60s",
+        ..fast()
+    };
+    let (_dir, g) = group(3, options).await;
+    let ids = g.ids();
+    let old = g.leader(&ids).await.expect("leader");
+    let others: Vec<u64> = ids.iter().copied().filter(|id| *id != old).collect();
+    put_acked(&g, &[old], "before", "x").await;
+    let pid = g
+        .nodes
+        .iter()
+        .find(|n| n.id == old)
+        .and_then(|n| n.pid())
+        .expect("the old leader's pid");
+    g.partition(&[old], &others).expect("partition");
+    // The others campaign only once the old leader's lease has lapsed.
+    g.leader(&others).await.expect("a new leader");
+
+    let before = cpu_seconds(pid);
+    let write = put(&g, old, "waiting", "w", &[]);
+    let read = get(&g, old, "before", "linearizable");
+    let watch = async {
+        // An observation window, not a synchronization: the write waits through it.
+        tokio::time::sleep(WATCHED).await;
+        let used = cpu_seconds(pid) - before;
+        g.heal();
+        used
+    };
+    let (answer, read, used) = tokio::join!(write, read, watch);
+    assert!(
+        used < WATCHED.as_secs_f64() / 3.0,
+        "the cut-off leader used {used:.2} CPU seconds in {WATCHED:?} with a write and a read \
+         waiting"
+    );
+    // The read's deadline (5 s) may pass before the heal: then it says so.
+    assert!(
+        read.status == 200 && read.text() == "x" || read.status == 503,
+        "{} {}",
+        read.status,
+        read.text()
+    );
+    // Refused before it was appended anywhere: retried once healed, and acknowledged.
+    assert_eq!(answer.status, 200, "{}", answer.text());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_kill_elects_a_new_leader_and_loses_nothing() {
     let (_dir, mut g) = group(3, fast()).await;
