@@ -35,6 +35,19 @@ pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a SIGTERMed node may take to exit.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// CPU seconds (user and system, every thread) process `pid` has used, from /proc; `None`
+/// once it is gone.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    // utime and stime count clock ticks of USER_HZ, 100 per second in Linux's ABI.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name (which may hold spaces), from the third on.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / TICKS_PER_SECOND)
+}
+
 /// Finds a daemon binary: `$OPENCLAW_EDGE_BIN`, else next to the running executable or
 /// one directory up (tests run from target/<profile>/deps).
 pub fn binary(name: &str, env: &str) -> anyhow::Result<PathBuf> {

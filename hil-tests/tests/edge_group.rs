@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use openclaw_hil_tests::{request, wait_until, Answer, GroupOptions, LabGroup};
+use openclaw_hil_tests::{cpu_seconds, request, wait_until, Answer, GroupOptions, LabGroup};
 use reqwest::Method;
 
 fn fast() -> GroupOptions {
@@ -186,6 +186,23 @@ async fn concurrent_writes_at_a_follower_share_forward_batches_with_their_own_ou
     );
 }
 
+/// A 3-node group behind relays (so it can be partitioned) whose writes wait up to 60 s (so
+/// a writer outlasts a partition and its heal), with `before=x` written: its directory
+/// guard, the group, its leader and the other nodes.
+async fn partitionable_group() -> (tempfile::TempDir, LabGroup, u64, Vec<u64>) {
+    let options = GroupOptions {
+        relays: true,
+        write_timeout: "60s",
+        ..fast()
+    };
+    let (dir, g) = group(3, options).await;
+    let ids = g.ids();
+    let leader = g.leader(&ids).await.expect("leader");
+    let others = ids.iter().copied().filter(|id| *id != leader).collect();
+    put_acked(&g, &[leader], "before", "x").await;
+    (dir, g, leader, others)
+}
+
 /// A leader cut off just as its writes arrive appends their (batch) entry alone; the others
 /// elect a new leader and write past it, and when the old leader comes back openraft drops
 /// the entry from its log (`LogEntryDiscarded`). openraft cannot tell whether such an entry
@@ -195,17 +212,7 @@ async fn concurrent_writes_at_a_follower_share_forward_batches_with_their_own_ou
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_a_deposed_leader_discards_are_answered_unknown_and_not_retried() {
     const WRITERS: usize = 16;
-    let options = GroupOptions {
-        relays: true,
-        // The writers must still wait when the old leader drops their entry.
-        write_timeout: "60s",
-        ..fast()
-    };
-    let (_dir, g) = group(3, options).await;
-    let ids = g.ids();
-    let old = g.leader(&ids).await.expect("leader");
-    let others: Vec<u64> = ids.iter().copied().filter(|id| *id != old).collect();
-    put_acked(&g, &[old], "before", "x").await;
+    let (_dir, g, old, others) = partitionable_group().await;
     let last_index = |status: serde_json::Value| status["last_log_index"].as_u64().unwrap_or(0);
     let index_before = last_index(g.status(old).await.expect("status"));
 
@@ -250,21 +257,6 @@ async fn writes_a_deposed_leader_discards_are_answered_unknown_and_not_retried()
     assert!(unknown > 0, "no write was in the dropped entry");
 }
 
-/// CPU seconds (user and system) process `pid` has used.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    // Fields after the command name (which may hold spaces); utime and stime are 14 and 15.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .expect("stat format")
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: u64 =
-        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
-    ticks as f64 / 100.0 // USER_HZ
-}
-
 /// A leader cut off from its quorum refuses proposals and read barriers once its lease
 /// lapses, and a write or linearizable read waiting there is tried again until its deadline.
 /// It must wait for the leadership to change between tries: trying again at once took more
@@ -272,16 +264,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_leader_waits_between_tries_instead_of_spinning() {
     const WATCHED: Duration = Duration::from_secs(3);
-    let options = GroupOptions {
-        relays: true,
-        write_timeout: "60s",
-        ..fast()
-    };
-    let (_dir, g) = group(3, options).await;
-    let ids = g.ids();
-    let old = g.leader(&ids).await.expect("leader");
-    let others: Vec<u64> = ids.iter().copied().filter(|id| *id != old).collect();
-    put_acked(&g, &[old], "before", "x").await;
+    let (_dir, g, old, others) = partitionable_group().await;
     let pid = g
         .nodes
         .iter()
@@ -292,17 +275,18 @@ async fn a_cut_off_leader_waits_between_tries_instead_of_spinning() {
     // The others campaign only once the old leader's lease has lapsed.
     g.leader(&others).await.expect("a new leader");
 
-    let before = cpu_seconds(pid);
+    let before = cpu_seconds(pid).expect("cpu time");
     let write = put(&g, old, "waiting", "w", &[]);
     let read = get(&g, old, "before", "linearizable");
     let watch = async {
         // An observation window, not a synchronization: the write waits through it.
         tokio::time::sleep(WATCHED).await;
-        let used = cpu_seconds(pid) - before;
+        let used = cpu_seconds(pid).expect("cpu time") - before;
         g.heal();
         used
     };
     let (answer, read, used) = tokio::join!(write, read, watch);
+    eprintln!("the cut-off leader used {used:.2} CPU seconds in {WATCHED:?}");
     assert!(
         used < WATCHED.as_secs_f64() / 3.0,
         "the cut-off leader used {used:.2} CPU seconds in {WATCHED:?} with a write and a read \

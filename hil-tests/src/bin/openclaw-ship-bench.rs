@@ -240,26 +240,14 @@ fn row(rows: &mut Vec<Row>, name: impl Into<String>, value: f64, unit: &'static 
     rows.push(Row { name, value, unit });
 }
 
-/// CPU seconds (user and system, every thread) the processes of `groups` have used so far.
-/// On shared cores a rate says how the CPU was split; CPU time per event says what an event
-/// costs each side.
+/// CPU seconds the processes of `groups` have used so far. On shared cores a rate says
+/// how the CPU was split; CPU time per event says what an event costs each side.
 fn cpu_seconds<'a>(groups: impl IntoIterator<Item = &'a LabGroup>) -> f64 {
-    // Clock ticks per second of /proc's utime and stime (USER_HZ: 100 on Linux's ABI).
-    const TICKS_PER_SECOND: f64 = 100.0;
-    let ticks: u64 = groups
+    groups
         .into_iter()
         .flat_map(|g| g.nodes.iter().filter_map(|n| n.pid()))
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        .filter_map(|stat| {
-            // Fields after the command (which may hold spaces), from field 3 on.
-            let rest = stat.rsplit_once(')')?.1;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let utime: u64 = fields.get(11)?.parse().ok()?;
-            let stime: u64 = fields.get(12)?.parse().ok()?;
-            Some(utime + stime)
-        })
-        .sum();
-    ticks as f64 / TICKS_PER_SECOND
+        .filter_map(openclaw_hil_tests::cpu_seconds)
+        .sum()
 }
 
 /// Hub nodes of the ingest rows: a hub is a 3-node Raft group in production.

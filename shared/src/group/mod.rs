@@ -483,17 +483,21 @@ impl GroupNode {
     /// `write_local` for `write`'s retries. When this node's own Raft core refuses the
     /// proposal (no quorum has acknowledged it within its lease: it is cut off, or so newly
     /// elected that its first acknowledgements are on their way; or it is handing over), the
-    /// next try waits until the leadership changes or a heartbeat interval passes, when a
-    /// lease could have been renewed. Trying again at once spun a cut-off leader's cores for
-    /// the whole `write_timeout`: over 3 s of CPU in 3 s with one write waiting.
+    /// next try waits for a quorum's next acknowledgement or a change of leader, at most a
+    /// heartbeat interval. Trying again at once spun a cut-off leader's cores for the whole
+    /// `write_timeout`: over 3 s of CPU in 3 s with one write waiting.
     async fn write_here(&self, command: &Command) -> Result<CommandResponse, OpError> {
+        let acked = self.raft_metrics().last_quorum_acked;
         let result = self.write_local(command.clone()).await;
         if matches!(result, Err(OpError::NoLeader)) {
             let heartbeat = Duration::from_millis(self.raft.config().heartbeat_interval);
             let _ = self
                 .raft
                 .wait(Some(heartbeat))
-                .metrics(|m| m.current_leader != Some(self.id), "leadership change")
+                .metrics(
+                    |m| m.current_leader != Some(self.id) || m.last_quorum_acked != acked,
+                    "a quorum's acknowledgement or a new leader",
+                )
                 .await;
         }
         result
