@@ -5,13 +5,16 @@
 //! be cut and shaped). Figures are measurements, never assertions.
 //!
 //! - hub ingest: S sites × 1 edge node build a backlog with the uplink cut; the time from
-//!   restoring it to a 3-node hub holding every event gives events/s (S = 1, 10, 100), and
-//!   when the last site's session was back.
+//!   restoring it to a 3-node hub holding every event gives events/s (S = 1, 10, 100), when
+//!   half the sites' sessions and the last were back, and the CPU time the hub nodes and the
+//!   edges spent per event meanwhile (on shared cores the rate says how they split the CPU;
+//!   CPU per event says what an event costs each side).
 //! - catch-up: one site × 3 nodes, a backlog of N events, then the same timing.
 //! - lag: a paced writer at R events/s; each event's lag is the time from its edge ack to the
 //!   first poll of the hub that shows it shipped.
 //! - wire bytes per event: the edges' shipped bytes over the events shipped (zstd), and the
-//!   same batch's size uncompressed (postcard), for JSON telemetry.
+//!   same batch's size uncompressed (postcard), for JSON telemetry; the codec's CPU per event
+//!   to encode and decode that batch, on one thread.
 //! - slow link: catch-up and lag again with every hub link shaped to 1 Mbit/s and 100 ms RTT.
 
 use std::sync::atomic::{AtomicU64, Ordering};
