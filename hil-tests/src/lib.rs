@@ -5,6 +5,7 @@
 
 pub mod checker;
 pub mod hil;
+pub mod http1;
 pub mod lab;
 pub mod memcg;
 pub mod nats;

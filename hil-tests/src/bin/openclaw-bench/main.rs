@@ -9,7 +9,10 @@
 //! `sync_interval: always`, fsync before ack) and runs the appends workload on it through the
 //! minimal client in `openclaw_hil_tests::nats`. hil-tests/install-compare.sh installs both.
 //! Then (`failover.rs`) it kills a 3-node group's leader `--failovers` times per election
-//! timing and times how long writes stop. Figures are measurements, never assertions.
+//! timing and times how long writes stop. Each workload also records the CPU (user +
+//! system, from /proc) per operation of the servers together and of this load generator:
+//! on a machine whose cores they share, that is what bounds the throughput figures.
+//! Figures are measurements, never assertions.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,6 +24,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use base64::Engine as _;
 use clap::Parser;
+use openclaw_hil_tests::cpu_seconds;
+use openclaw_hil_tests::http1;
 use openclaw_hil_tests::nats::{self, PubAck};
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
@@ -90,15 +95,6 @@ struct Args {
     failovers: usize,
 }
 
-/// Fails unless `response` is a success; reads its body so the connection can be reused.
-async fn drain_success(response: reqwest::Response) -> anyhow::Result<()> {
-    if !response.status().is_success() {
-        bail!("HTTP {}", response.status());
-    }
-    response.bytes().await?;
-    Ok(())
-}
-
 /// One measured workload.
 #[derive(Default, Clone)]
 pub(crate) struct Figures {
@@ -137,76 +133,107 @@ enum Read {
 }
 
 impl Target {
-    #[allow(dead_code)]
-    fn name(&self) -> &'static str {
+    fn nodes(&self) -> &[String] {
         match self {
-            Target::OpenClaw { .. } => "openclaw",
-            Target::Etcd { .. } => "etcd",
-        }
-    }
-
-    fn node(&self, i: usize) -> &str {
-        let nodes = match self {
             Target::OpenClaw { nodes } | Target::Etcd { nodes } => nodes,
-        };
-        &nodes[i % nodes.len()]
+        }
     }
 
     async fn put(
         &self,
-        http: &reqwest::Client,
+        clients: &Clients,
         client: usize,
         key: &str,
         value: &[u8],
     ) -> anyhow::Result<()> {
         let b64 = base64::engine::general_purpose::STANDARD;
-        let response = match self {
+        match self {
             Target::OpenClaw { .. } => {
-                http.put(format!("{}/v1/kv/{key}", self.node(client)))
-                    .body(value.to_vec())
-                    .send()
-                    .await?
+                let path = format!("/v1/kv/{key}");
+                clients.send(client, "PUT", &path, None, value).await?;
             }
             Target::Etcd { .. } => {
-                http.post(format!("{}/v3/kv/put", self.node(client)))
-                    .json(&json!({"key": b64.encode(key), "value": b64.encode(value)}))
-                    .send()
-                    .await?
+                let body = json!({"key": b64.encode(key), "value": b64.encode(value)});
+                let body = serde_json::to_vec(&body)?;
+                clients
+                    .send(client, "POST", "/v3/kv/put", Some(JSON), &body)
+                    .await?;
             }
-        };
-        drain_success(response).await
+        }
+        Ok(())
     }
 
     async fn get(
         &self,
-        http: &reqwest::Client,
+        clients: &Clients,
         client: usize,
         key: &str,
         mode: Read,
     ) -> anyhow::Result<()> {
         let b64 = base64::engine::general_purpose::STANDARD;
-        let response = match self {
+        match self {
             Target::OpenClaw { .. } => {
                 let consistency = if mode == Read::Stale {
                     "stale"
                 } else {
                     "linearizable"
                 };
-                http.get(format!(
-                    "{}/v1/kv/{key}?consistency={consistency}",
-                    self.node(client)
-                ))
-                .send()
-                .await?
+                let path = format!("/v1/kv/{key}?consistency={consistency}");
+                clients.send(client, "GET", &path, None, &[]).await?;
             }
             Target::Etcd { .. } => {
-                http.post(format!("{}/v3/kv/range", self.node(client)))
-                    .json(&json!({"key": b64.encode(key), "serializable": mode == Read::Stale}))
-                    .send()
-                    .await?
+                let body = json!({"key": b64.encode(key), "serializable": mode == Read::Stale});
+                let body = serde_json::to_vec(&body)?;
+                clients
+                    .send(client, "POST", "/v3/kv/range", Some(JSON), &body)
+                    .await?;
             }
-        };
-        drain_success(response).await
+        }
+        Ok(())
+    }
+}
+
+const JSON: &str = "application/json";
+
+/// One keep-alive HTTP connection per bench client, client `c` to node `c % nodes`
+/// (`openclaw_hil_tests::http1`). Each client uses only its own, so the locks are never
+/// contended.
+#[derive(Clone)]
+struct Clients(Arc<Vec<tokio::sync::Mutex<http1::Connection>>>);
+
+impl Clients {
+    fn new(nodes: &[String], clients: usize) -> anyhow::Result<Clients> {
+        let addrs = nodes
+            .iter()
+            .map(|n| http1::url_addr(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        if addrs.is_empty() {
+            bail!("no nodes to send requests to");
+        }
+        let connections = (0..clients)
+            .map(|c| {
+                let addr = addrs[c % addrs.len()];
+                tokio::sync::Mutex::new(http1::Connection::new(addr, REQUEST_TIMEOUT))
+            })
+            .collect();
+        Ok(Clients(Arc::new(connections)))
+    }
+
+    /// Sends one request on client `client`'s connection; fails unless it succeeded.
+    async fn send(
+        &self,
+        client: usize,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> anyhow::Result<http1::Response> {
+        let mut connection = self.0[client % self.0.len()].lock().await;
+        let response = connection.request(method, path, content_type, body).await?;
+        if !response.is_success() {
+            bail!("HTTP {}", response.status);
+        }
+        Ok(response)
     }
 }
 
@@ -408,10 +435,18 @@ impl Table {
         self.rows.iter().find(|(r, _)| r == row).map(|(_, v)| *v)
     }
 
-    /// Throughput, latency percentiles, errors and disk bytes written per payload byte per
-    /// node of one workload at one client level.
-    fn record_level(&mut self, label: &str, figures: &Figures, written: Written, nodes: usize) {
+    /// Throughput, latency percentiles, errors, CPU per operation and disk bytes written per
+    /// payload byte per node of one workload at one client level.
+    fn record_level(
+        &mut self,
+        label: &str,
+        figures: &Figures,
+        cpu: Cpu,
+        written: Written,
+        nodes: usize,
+    ) {
         self.insert(format!("{label} ops/s"), figures.per_second());
+        self.record_cpu(label, figures, cpu);
         self.insert(format!("{label} p50 ms"), figures.percentile_ms(50.0));
         self.insert(format!("{label} p99 ms"), figures.percentile_ms(99.0));
         self.insert(format!("{label} p999 ms"), figures.percentile_ms(99.9));
@@ -429,6 +464,46 @@ impl Table {
                     per_payload_byte(lsm),
                 );
             }
+        }
+    }
+
+    /// CPU per operation of the servers together and of this load generator: on a machine
+    /// whose cores they share, what bounds a figure.
+    fn record_cpu(&mut self, label: &str, figures: &Figures, cpu: Cpu) {
+        if figures.ops == 0 {
+            return;
+        }
+        let per_op_us = |seconds: f64| seconds * 1e6 / figures.ops as f64;
+        self.insert(
+            format!("{label} CPU µs/op, servers"),
+            per_op_us(cpu.servers),
+        );
+        self.insert(
+            format!("{label} CPU µs/op, load generator"),
+            per_op_us(cpu.load_generator),
+        );
+    }
+}
+
+/// CPU seconds (user + system) of the servers together and of this process.
+#[derive(Clone, Copy)]
+struct Cpu {
+    servers: f64,
+    load_generator: f64,
+}
+
+impl Cpu {
+    fn now(pids: &[u32]) -> Cpu {
+        Cpu {
+            servers: pids.iter().filter_map(|p| cpu_seconds(*p)).sum(),
+            load_generator: cpu_seconds(std::process::id()).unwrap_or(0.0),
+        }
+    }
+
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            servers: self.servers - before.servers,
+            load_generator: self.load_generator - before.load_generator,
         }
     }
 }
@@ -473,10 +548,7 @@ impl Written {
 /// What the appends workload publishes to.
 enum Appends {
     /// `POST /v1/streams/{stream}` spread over the nodes (followers forward to the leader).
-    OpenClaw {
-        nodes: Vec<String>,
-        http: reqwest::Client,
-    },
+    OpenClaw { nodes: Vec<String> },
     /// A JetStream publish (PUB with a reply inbox, acknowledged once stored on a quorum),
     /// one connection per client, clients spread over the servers.
     Nats { servers: Vec<SocketAddr> },
@@ -486,17 +558,14 @@ impl Appends {
     async fn run(&self, clients: usize, duration: Duration) -> anyhow::Result<Figures> {
         let body = bytes_of_value();
         Ok(match self {
-            Appends::OpenClaw { nodes, http } => {
-                let (nodes, http) = (Arc::new(nodes.clone()), http.clone());
+            Appends::OpenClaw { nodes } => {
+                let connections = Clients::new(nodes, clients)?;
                 drive(clients, duration, move |c, _| {
-                    let url = format!("{}/v1/streams/{OPENCLAW_STREAM}", nodes[c % nodes.len()]);
-                    let (http, body) = (http.clone(), body.clone());
+                    let (connections, body) = (connections.clone(), body.clone());
                     async move {
-                        let response = http.post(url).body(body.to_vec()).send().await?;
-                        if !response.status().is_success() {
-                            bail!("HTTP {}", response.status());
-                        }
-                        let reply: Value = response.json().await?;
+                        let path = format!("/v1/streams/{OPENCLAW_STREAM}");
+                        let response = connections.send(c, "POST", &path, None, &body).await?;
+                        let reply: Value = serde_json::from_slice(&response.body)?;
                         reply["seq"].as_u64().context("append reply without seq")?;
                         Ok(())
                     }
@@ -551,13 +620,15 @@ async fn measure_appends(
 ) -> anyhow::Result<()> {
     let mut peak_rss: f64 = 0.0;
     for &clients in levels {
-        let before = Written::now(pids, split);
+        let (before, cpu_before) = (Written::now(pids, split), Cpu::now(pids));
         let figures = appends.run(clients, duration).await?;
+        let cpu = Cpu::now(pids).since(cpu_before);
         peak_rss = peak_rss.max(max_rss_mib(pids));
         let written = Written::now(pids, split).since(before);
         table.record_level(
             &format!("appends c={clients}"),
             &figures,
+            cpu,
             written,
             pids.len(),
         );
@@ -575,7 +646,6 @@ async fn measure(
     appends: Option<Appends>,
 ) -> anyhow::Result<Table> {
     let mut table = Table::default();
-    let http = http_client()?;
     let duration = Duration::from_secs(args.seconds);
     let value = bytes_of_value();
     table.insert("rss idle MiB (max node)", max_rss_mib(pids));
@@ -583,18 +653,24 @@ async fn measure(
     let mut peak_rss: f64 = 0.0;
     let split = matches!(target, Target::OpenClaw { .. });
     for &clients in &args.clients {
-        let before = Written::now(pids, split);
-        let (t, h, v) = (target.clone(), http.clone(), value.clone());
+        let (before, cpu_before) = (Written::now(pids, split), Cpu::now(pids));
+        let (t, h, v) = (
+            target.clone(),
+            Clients::new(target.nodes(), clients)?,
+            value.clone(),
+        );
         let figures = drive(clients, duration, move |c, i| {
             let (t, h, v) = (t.clone(), h.clone(), v.clone());
             async move { t.put(&h, c, &format!("bench/{c}/{}", i % 1000), &v).await }
         })
         .await;
+        let cpu = Cpu::now(pids).since(cpu_before);
         peak_rss = peak_rss.max(max_rss_mib(pids));
         let written = Written::now(pids, split).since(before);
         table.record_level(
             &format!("writes c={clients}"),
             &figures,
+            cpu,
             written,
             pids.len(),
         );
@@ -606,11 +682,16 @@ async fn measure(
         measure_appends(&mut table, &appends, pids, levels, duration, split).await?;
     }
 
+    let setup = Clients::new(target.nodes(), target.nodes().len())?;
     for i in 0..READ_KEYS {
-        target.put(&http, i, &format!("read/{i}"), &value).await?;
+        target.put(&setup, i, &format!("read/{i}"), &value).await?;
     }
     for (mode, name) in [(Read::Linearizable, "linearizable"), (Read::Stale, "stale")] {
-        let (t, h) = (target.clone(), http.clone());
+        let (t, h) = (
+            target.clone(),
+            Clients::new(target.nodes(), args.read_clients)?,
+        );
+        let cpu_before = Cpu::now(pids);
         let figures = drive(args.read_clients, duration, move |c, i| {
             let (t, h) = (t.clone(), h.clone());
             async move {
@@ -624,9 +705,11 @@ async fn measure(
             }
         })
         .await;
+        let cpu = Cpu::now(pids).since(cpu_before);
         let label = format!("{name} reads c={}", args.read_clients);
         table.insert(format!("{label} ops/s"), figures.per_second());
         table.insert(format!("{label} p99 ms"), figures.percentile_ms(99.0));
+        table.record_cpu(&label, &figures, cpu);
     }
     Ok(table)
 }
@@ -635,6 +718,8 @@ fn append_levels(args: &Args) -> &[usize] {
     args.append_clients.as_deref().unwrap_or(&args.clients)
 }
 
+/// reqwest for the harness's own requests (waiting for a system to come up, the failover
+/// timing); the measured workloads use `Clients`.
 fn http_client() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .pool_max_idle_per_host(512)
@@ -765,7 +850,6 @@ async fn main() -> anyhow::Result<()> {
     let openclaw = |urls: Vec<String>| -> anyhow::Result<(Target, Option<Appends>)> {
         let appends = Appends::OpenClaw {
             nodes: urls.clone(),
-            http: http_client()?,
         };
         Ok((Target::OpenClaw { nodes: urls }, Some(appends)))
     };
