@@ -363,6 +363,60 @@ async fn a_node_behind_the_purged_log_catches_up_by_snapshot() {
     assert!(installed >= 1.0, "caught up without a snapshot install");
 }
 
+/// The log is bounded in bytes as well as entries: with entry counts that would keep every
+/// entry, large entries still lead to snapshots and purges, on every node (down to the
+/// minimum entries kept), so the log stays near a fraction of its memtable
+/// (`store::LogByteBudget`). Nothing acknowledged is lost on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_entries_are_purged_by_bytes_not_only_by_count() {
+    const VALUE_BYTES: usize = 32 * 1024;
+    const WRITES: usize = 160; // 5 MiB: twenty times the snapshot budget of a 1 MiB memtable
+    let options = GroupOptions {
+        snapshot_every_entries: 100_000,
+        log_entries_kept_after_snapshot: 100_000,
+        storage: vec![("memtable_size".into(), "\"1MiB\"".into())],
+        ..fast()
+    };
+    let (_dir, g) = group(3, options).await;
+    let leader = g.leader(&[1, 2, 3]).await.expect("leader");
+    let mut acked = BTreeMap::new();
+    for i in 0..WRITES {
+        let (key, value) = (
+            format!("big/{i}"),
+            format!("{i:04}").repeat(VALUE_BYTES / 4),
+        );
+        // A put of the same value is safe to repeat (put_acked's Idempotency-Key holds the
+        // value, too long here).
+        wait_until(CATCH_UP, &format!("put {key}"), || async {
+            put(&g, leader, &key, &value, &[]).await.status == 200
+        })
+        .await
+        .expect("put acknowledged");
+        acked.insert(key, value);
+    }
+    for node in [1, 2, 3] {
+        let what = format!("node {node} to purge its log by bytes");
+        wait_until(CATCH_UP, &what, || async {
+            let Ok(status) = g.status(node).await else {
+                return false;
+            };
+            let field = |name: &str| status[name].as_u64().unwrap_or(0);
+            // Without the byte bound nothing is purged: 100,000 entries are kept.
+            field("purged_index") > 0
+                && field("snapshot_index") > 0
+                // `log_retention::MIN_ENTRIES_KEPT` (100) behind the snapshot, the snapshot
+                // budget after it (256 KiB: 8 entries of 32 KiB), with room for the
+                // entries written since the last look.
+                && field("last_log_index") - field("purged_index") <= 130
+        })
+        .await
+        .expect("log purged by bytes");
+    }
+    for node in [1, 2, 3] {
+        assert_reads(&g, node, &acked).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_group_kill9_keeps_every_acknowledged_write() {
     let (_dir, mut g) = group(3, fast()).await;

@@ -515,6 +515,7 @@ pub fn status_fields(node: &GroupNode) -> serde_json::Map<String, Value> {
         "applied_index": m.last_applied.as_ref().map(|l| l.index),
         "last_log_index": m.last_log_index,
         "snapshot_index": m.snapshot.as_ref().map(|l| l.index),
+        "purged_index": m.purged.as_ref().map(|l| l.index),
         "members": voters,
         "learners": learners,
     });

@@ -6,6 +6,7 @@
 
 mod batcher;
 mod forward;
+mod log_retention;
 mod proposer;
 mod rpc;
 pub mod supervise;
@@ -295,6 +296,18 @@ impl GroupNode {
             forwarder: Forwarder::start(node.clone()),
             proposer: Proposer::start(node.clone()),
         });
+        log_retention::start(
+            Arc::downgrade(&node),
+            node.store.log_sizes.clone(),
+            log_retention::Limits {
+                bytes: node.store.log_budget,
+                min_entries: node
+                    .settings
+                    .raft
+                    .log_entries_kept_after_snapshot
+                    .min(log_retention::MIN_ENTRIES_KEPT),
+            },
+        );
         let external = external(&node);
         let service = RpcService::new(node.clone(), external.clone());
         let own = node.settings.identity.clone();

@@ -159,10 +159,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let ks = &self.store.ks;
         let mut batch = ks.db.batch();
+        let mut sizes = Vec::new();
         for entry in entries {
-            batch.insert(&ks.log, u64_key(entry.log_id.index), encode(&entry)?);
+            let encoded = encode(&entry)?;
+            sizes.push((entry.log_id.index, encoded.len() as u64));
+            batch.insert(&ks.log, u64_key(entry.log_id.index), encoded);
         }
         batch.commit().map_err(StoreError::from)?;
+        for (index, bytes) in sizes {
+            self.store.log_sizes.appended(index, bytes);
+        }
         self.store
             .syncer
             .after_sync(move |result| callback.io_completed(result));
@@ -178,6 +184,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.remove(&ks.log, key);
         }
         batch.commit().map_err(StoreError::from)?;
+        self.store
+            .log_sizes
+            .truncated_after(last_log_id.map(|id| id.index));
         Ok(())
     }
 
@@ -210,6 +219,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         }
         batch.commit().map_err(StoreError::from)?;
+        self.store.log_sizes.purged_through(log_id.index);
         Ok(())
     }
 }

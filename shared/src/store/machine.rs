@@ -13,7 +13,7 @@ use fjall::OwnedWriteBatch as WriteBatch;
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::snapshot::{self, LazySnapshot, SnapshotData};
 use super::state::{apply_command, load_meta, stage_meta, Published, SmMeta, StateReader};
@@ -111,7 +111,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .take()
             .ok_or_else(|| std::io::Error::other("snapshot builder used twice"))?;
         SHARED.snapshots_built.inc();
-        info!(last_log_id = ?built.meta.last_log_id, "snapshot taken");
+        // Several a second under heavy load (the log is kept small in bytes): counted in
+        // `openclaw_snapshots_built_total`, logged only at debug.
+        debug!(last_log_id = ?built.meta.last_log_id, "snapshot taken");
         Ok(built)
     }
 }

@@ -10,6 +10,7 @@
 mod codec;
 mod dirs;
 mod log;
+mod log_sizes;
 mod machine;
 mod restore;
 mod snapshot;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable};
 
 pub use self::log::{LogReader, LogStore};
+pub use self::log_sizes::LogSizes;
 pub use self::machine::StateMachine;
 pub use self::restore::Restored;
 pub use self::snapshot::{SnapshotData, SnapshotFile, StateDigest};
@@ -102,12 +104,41 @@ pub const META_MEMTABLE_BYTES: u64 = 1 << 20;
 /// fjall's folder of keyspace folders inside its database directory (fjall 3.1 layout).
 const FJALL_KEYSPACES_DIR: &str = "keyspaces";
 
+/// Retention of the log by bytes (`group/log_retention.rs`), as shares of the log
+/// keyspace's memtable (`storage.memtable_size`): a snapshot once the entries after the last
+/// one hold a quarter of it, and after a purge the newest entries up to an eighth of it (or
+/// fewer, as openraft's entry counts say). The log then stays within about three eighths of
+/// its memtable, so most entries are purged before their memtable is flushed and are
+/// written once (the journal) instead of three times (journal, table, compaction). Halves
+/// (a snapshot every half, a quarter kept) cut the disk bytes per payload byte about half as
+/// much (openclaw-bench, docs/benchmarks.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogByteBudget {
+    pub snapshot_every: u64,
+    pub keep_after_snapshot: u64,
+    /// Bytes appended between two looks of the retention task.
+    pub check_every: u64,
+}
+
+impl LogByteBudget {
+    pub fn of_memtable(memtable_bytes: u64) -> Self {
+        LogByteBudget {
+            snapshot_every: memtable_bytes / 4,
+            keep_after_snapshot: memtable_bytes / 8,
+            check_every: memtable_bytes / 32,
+        }
+    }
+}
+
 /// An open node store: the database and the group-commit thread.
 #[derive(Clone)]
 pub struct Store {
     pub(crate) ks: Arc<Keyspaces>,
     pub(crate) syncer: Syncer,
     pub(crate) snapshot_dir: PathBuf,
+    /// The log's entry sizes (kept by `LogStore`, read by the retention task).
+    pub(crate) log_sizes: Arc<LogSizes>,
+    pub(crate) log_budget: LogByteBudget,
 }
 
 impl Store {
@@ -159,10 +190,13 @@ impl Store {
             dirs::sync_dir(&keyspaces_dir)?;
         }
         let syncer = Syncer::start(ks.db.clone(), !options.unsafe_no_fsync);
+        let log_budget = LogByteBudget::of_memtable(memtable);
         Ok(Store {
             ks: Arc::new(ks),
             syncer,
             snapshot_dir,
+            log_sizes: Arc::new(LogSizes::new(log_budget.check_every)),
+            log_budget,
         })
     }
 
