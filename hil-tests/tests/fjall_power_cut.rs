@@ -16,6 +16,10 @@ const GROUP_COMMIT: u64 = 10;
 const ROUNDS: usize = 20;
 
 fn open(dir: &std::path::Path) -> (fjall::Database, Vec<fjall::Keyspace>) {
+    // A writer killed during its first open leaves a database fjall cannot open again ("File
+    // exists" on its journal) though nothing was acknowledged; openclaw's Store::open clears
+    // it the same way (`store::clear_interrupted_creation`).
+    shared::store::clear_interrupted_creation(dir).expect("clear an interrupted creation");
     let db = fjall::Database::builder(dir)
         .manual_journal_persist(true)
         .open()

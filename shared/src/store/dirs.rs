@@ -43,9 +43,56 @@ pub(crate) fn create_dir_durable(path: &Path) -> Result<(), StoreError> {
     }
 }
 
+/// The file fjall writes (and fsyncs, with its directory) as the last step of creating a
+/// database, before anything can be written into it (fjall 3.1 `file::VERSION_MARKER`).
+const FJALL_VERSION_MARKER: &str = "version";
+
+/// Empties a fjall database directory whose creation was interrupted, so it can be created
+/// again; `true` if it did. fjall 3.1 creates `lock`, `keyspaces/` and the journal `0.jnl`
+/// (with `File::create_new`) before its `version` marker, and opens a directory without
+/// the marker as a new database: one killed or power-cut in between can never be opened
+/// again ("File exists" on `0.jnl`), though it never held data. Found by
+/// `hil-tests/tests/fjall_power_cut.rs` killing its writer during its first open. A node
+/// that hit it would fail to start until its directory was wiped by hand.
+pub fn clear_interrupted_creation(db_dir: &Path) -> Result<bool, StoreError> {
+    let io = |source| StoreError::Io {
+        path: db_dir.to_owned(),
+        source,
+    };
+    if db_dir.join(FJALL_VERSION_MARKER).exists() || !db_dir.is_dir() {
+        return Ok(false);
+    }
+    let mut entries = std::fs::read_dir(db_dir).map_err(io)?;
+    if entries.next().is_none() {
+        return Ok(false);
+    }
+    std::fs::remove_dir_all(db_dir).map_err(io)?;
+    create_dir_durable(db_dir)?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interrupted_creation_is_cleared_and_a_database_is_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("db");
+        // As fjall leaves it when killed after its journal, before its marker.
+        std::fs::create_dir_all(db.join("keyspaces")).expect("mkdir");
+        std::fs::write(db.join("lock"), b"").expect("lock");
+        std::fs::write(db.join("0.jnl"), b"").expect("journal");
+        assert!(clear_interrupted_creation(&db).expect("clear"));
+        assert!(db.is_dir() && std::fs::read_dir(&db).expect("ls").next().is_none());
+        // Empty, missing, or a real database: left alone.
+        assert!(!clear_interrupted_creation(&db).expect("empty"));
+        assert!(!clear_interrupted_creation(&dir.path().join("none")).expect("missing"));
+        std::fs::write(db.join("0.jnl"), b"x").expect("journal");
+        std::fs::write(db.join(FJALL_VERSION_MARKER), b"x").expect("marker");
+        assert!(!clear_interrupted_creation(&db).expect("database"));
+        assert!(db.join("0.jnl").exists());
+    }
 
     #[test]
     fn creates_every_missing_level_and_accepts_an_existing_one() {

@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable};
 
+pub use self::dirs::clear_interrupted_creation;
 pub use self::log::{LogReader, LogStore};
 pub use self::log_sizes::LogSizes;
 pub use self::machine::StateMachine;
@@ -147,6 +148,9 @@ impl Store {
         let db_dir = dir.join("db");
         let snapshot_dir = dir.join("snapshots");
         dirs::create_dir_durable(&snapshot_dir)?;
+        if dirs::clear_interrupted_creation(&db_dir)? {
+            tracing::warn!(dir = %db_dir.display(), "the store's creation was interrupted (no data was written): creating it again");
+        }
         dirs::create_dir_durable(&db_dir)?;
         remove_temporary_snapshots(&snapshot_dir);
         let db = Database::builder(&db_dir)
@@ -395,6 +399,21 @@ fn remove_temporary_snapshots(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store whose first open was cut short after fjall made its journal, before its
+    /// version marker (as `fjall_power_cut` found), opens as a new store.
+    #[test]
+    fn a_store_whose_creation_was_interrupted_opens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("db");
+        std::fs::create_dir_all(db.join("keyspaces")).expect("mkdir");
+        std::fs::write(db.join("lock"), b"").expect("lock");
+        std::fs::write(db.join("0.jnl"), b"").expect("journal");
+        let store = Store::open(dir.path(), &StorageSection::default()).expect("open");
+        drop(store);
+        // And it is a real store now: opened again, it recovers.
+        Store::open(dir.path(), &StorageSection::default()).expect("reopen");
+    }
 
     /// The bookkeeping keyspaces rotate their memtable at `META_MEMTABLE_BYTES`, not at
     /// `storage.memtable_size`: rewrites of one record (as every applied entry does) leave
