@@ -83,13 +83,13 @@ impl GroupNode {
         sizes: &LogSizes,
         limits: Limits,
     ) -> Result<(), openraft::error::Fatal<crate::types::TypeConfig>> {
-        let metrics = self.raft_metrics();
-        let retention = decide(
-            sizes,
-            limits,
-            metrics.snapshot.map(|l| l.index),
-            metrics.purged.map(|l| l.index),
-        );
+        let (snapshot, purged) = self.with_raft_metrics(|m| {
+            (
+                m.snapshot.as_ref().map(|l| l.index),
+                m.purged.as_ref().map(|l| l.index),
+            )
+        });
+        let retention = decide(sizes, limits, snapshot, purged);
         if retention.snapshot {
             self.raft.trigger().snapshot().await?;
         }

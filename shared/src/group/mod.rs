@@ -345,8 +345,17 @@ impl GroupNode {
 
     /// A copy of Raft's current metrics (role, leader, term, membership, progress).
     pub fn raft_metrics(&self) -> openraft::RaftMetrics<TypeConfig> {
+        self.with_raft_metrics(Clone::clone)
+    }
+
+    /// `read` of Raft's current metrics, without copying them (the write and read paths
+    /// look at one field per request; a copy holds the membership and replication maps).
+    fn with_raft_metrics<T>(
+        &self,
+        read: impl FnOnce(&openraft::RaftMetrics<TypeConfig>) -> T,
+    ) -> T {
         use openraft::async_runtime::watch::WatchReceiver;
-        self.raft.metrics().borrow_watched().clone()
+        read(&self.raft.metrics().borrow_watched())
     }
 
     /// The site (edge) or hub group name (hub) this group serves.
@@ -379,14 +388,15 @@ impl GroupNode {
     }
 
     fn leader(&self) -> Option<(NodeId, NodeAddr)> {
-        let metrics = self.raft_metrics();
-        let leader = metrics.current_leader?;
-        let addr = metrics
-            .membership_config
-            .membership()
-            .get_node(&leader)
-            .cloned()?;
-        Some((leader, addr))
+        self.with_raft_metrics(|metrics| {
+            let leader = metrics.current_leader?;
+            let addr = metrics
+                .membership_config
+                .membership()
+                .get_node(&leader)
+                .cloned()?;
+            Some((leader, addr))
+        })
     }
 
     async fn wait_for_leader(&self, not: Option<NodeId>) {
@@ -490,7 +500,7 @@ impl GroupNode {
     }
 
     pub fn is_leader(&self) -> bool {
-        self.raft_metrics().current_leader == Some(self.id)
+        self.with_raft_metrics(|m| m.current_leader == Some(self.id))
     }
 
     /// `write_local` for `write`'s retries. When this node's own Raft core refuses the
@@ -500,7 +510,7 @@ impl GroupNode {
     /// heartbeat interval. Trying again at once spun a cut-off leader's cores for the whole
     /// `write_timeout`: over 3 s of CPU in 3 s with one write waiting.
     async fn write_here(&self, command: &Command) -> Result<CommandResponse, OpError> {
-        let acked = self.raft_metrics().last_quorum_acked;
+        let acked = self.with_raft_metrics(|m| m.last_quorum_acked);
         let result = self.write_local(command.clone()).await;
         if matches!(result, Err(OpError::NoLeader)) {
             let heartbeat = Duration::from_millis(self.raft.config().heartbeat_interval);

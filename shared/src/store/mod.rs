@@ -121,12 +121,22 @@ pub struct LogByteBudget {
     pub check_every: u64,
 }
 
+/// The log's memtable over the bytes after a snapshot that call for the next one.
+pub const SNAPSHOT_EVERY_MEMTABLE_PARTS: u64 = 4;
+/// The log's memtable over the bytes kept behind a snapshot.
+pub const KEEP_AFTER_SNAPSHOT_MEMTABLE_PARTS: u64 = 8;
+/// The log's memtable over the bytes appended between two looks of the retention task.
+pub const RETENTION_CHECK_MEMTABLE_PARTS: u64 = 32;
+const _: () = assert!(SNAPSHOT_EVERY_MEMTABLE_PARTS > 1);
+const _: () = assert!(KEEP_AFTER_SNAPSHOT_MEMTABLE_PARTS >= SNAPSHOT_EVERY_MEMTABLE_PARTS);
+const _: () = assert!(RETENTION_CHECK_MEMTABLE_PARTS >= KEEP_AFTER_SNAPSHOT_MEMTABLE_PARTS);
+
 impl LogByteBudget {
     pub fn of_memtable(memtable_bytes: u64) -> Self {
         LogByteBudget {
-            snapshot_every: memtable_bytes / 4,
-            keep_after_snapshot: memtable_bytes / 8,
-            check_every: memtable_bytes / 32,
+            snapshot_every: memtable_bytes / SNAPSHOT_EVERY_MEMTABLE_PARTS,
+            keep_after_snapshot: memtable_bytes / KEEP_AFTER_SNAPSHOT_MEMTABLE_PARTS,
+            check_every: memtable_bytes / RETENTION_CHECK_MEMTABLE_PARTS,
         }
     }
 }
