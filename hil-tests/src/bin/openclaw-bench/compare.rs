@@ -14,7 +14,7 @@ use openclaw_hil_tests::nats::{self, PubAck};
 use serde_json::{json, Value};
 use tokio::process::Command;
 
-use crate::{bytes_of_value, http_client, Process, POLL, REQUEST_TIMEOUT, START_TIMEOUT};
+use crate::{http_client, random_value, Process, POLL, REQUEST_TIMEOUT, START_TIMEOUT};
 
 /// Deadline of one JetStream API request while the cluster comes up (no reply at all means
 /// no meta leader yet: the request is retried until `START_TIMEOUT`).
@@ -259,7 +259,7 @@ pub async fn start_nats(
         tokio::time::sleep(POLL).await;
     }
     // The stream's own leader is elected after creation: publish until one is stored.
-    let body = bytes_of_value();
+    let body = random_value();
     loop {
         if let Ok(reply) = connection
             .request("bench.warmup", &body, JS_API_TIMEOUT)

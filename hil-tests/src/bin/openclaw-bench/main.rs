@@ -34,6 +34,9 @@ mod compare;
 mod failover;
 
 /// Value size of every KV write and stream append, in bytes (the fixed workload).
+/// Every operation sends fresh random bytes (`random_value`): fjall compresses journal
+/// records over 4 KiB with LZ4, and a batch of identical values would compress to almost
+/// nothing, flattering the disk figures against etcd and NATS, which compress nothing.
 const VALUE_BYTES: usize = 256;
 /// How long the lab (or etcd) may take to come up.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -556,14 +559,14 @@ enum Appends {
 
 impl Appends {
     async fn run(&self, clients: usize, duration: Duration) -> anyhow::Result<Figures> {
-        let body = bytes_of_value();
         Ok(match self {
             Appends::OpenClaw { nodes } => {
                 let connections = Clients::new(nodes, clients)?;
                 drive(clients, duration, move |c, _| {
-                    let (connections, body) = (connections.clone(), body.clone());
+                    let connections = connections.clone();
                     async move {
                         let path = format!("/v1/streams/{OPENCLAW_STREAM}");
+                        let body = random_value();
                         let response = connections.send(c, "POST", &path, None, &body).await?;
                         let reply: Value = serde_json::from_slice(&response.body)?;
                         reply["seq"].as_u64().context("append reply without seq")?;
@@ -584,11 +587,12 @@ impl Appends {
                 }
                 let connections = Arc::new(connections);
                 drive(clients, duration, move |c, _| {
-                    let (connections, body) = (connections.clone(), body.clone());
+                    let connections = connections.clone();
                     async move {
                         // Each client owns its connection: the lock is never contended.
                         let mut connection = connections[c].lock().await;
                         let subject = format!("bench.{c}");
+                        let body = random_value();
                         let reply = connection.request(&subject, &body, REQUEST_TIMEOUT).await?;
                         match nats::parse_pub_ack(&reply)? {
                             PubAck::Stored { .. } => Ok(()),
@@ -604,8 +608,13 @@ impl Appends {
     }
 }
 
-fn bytes_of_value() -> Arc<Vec<u8>> {
-    Arc::new(vec![b'x'; VALUE_BYTES])
+/// `VALUE_BYTES` random bytes: incompressible, like the encrypted or already compressed
+/// payloads a gateway may carry (JSON telemetry would compress; the workload does not
+/// assume it).
+fn random_value() -> Vec<u8> {
+    let mut value = vec![0u8; VALUE_BYTES];
+    rand::Rng::fill(&mut rand::rng(), &mut value[..]);
+    value
 }
 
 /// Runs the appends workload at every level, recording its rows and the loaded RSS;
@@ -647,21 +656,19 @@ async fn measure(
 ) -> anyhow::Result<Table> {
     let mut table = Table::default();
     let duration = Duration::from_secs(args.seconds);
-    let value = bytes_of_value();
     table.insert("rss idle MiB (max node)", max_rss_mib(pids));
 
     let mut peak_rss: f64 = 0.0;
     let split = matches!(target, Target::OpenClaw { .. });
     for &clients in &args.clients {
         let (before, cpu_before) = (Written::now(pids, split), Cpu::now(pids));
-        let (t, h, v) = (
-            target.clone(),
-            Clients::new(target.nodes(), clients)?,
-            value.clone(),
-        );
+        let (t, h) = (target.clone(), Clients::new(target.nodes(), clients)?);
         let figures = drive(clients, duration, move |c, i| {
-            let (t, h, v) = (t.clone(), h.clone(), v.clone());
-            async move { t.put(&h, c, &format!("bench/{c}/{}", i % 1000), &v).await }
+            let (t, h) = (t.clone(), h.clone());
+            async move {
+                let key = format!("bench/{c}/{}", i % 1000);
+                t.put(&h, c, &key, &random_value()).await
+            }
         })
         .await;
         let cpu = Cpu::now(pids).since(cpu_before);
@@ -684,7 +691,9 @@ async fn measure(
 
     let setup = Clients::new(target.nodes(), target.nodes().len())?;
     for i in 0..READ_KEYS {
-        target.put(&setup, i, &format!("read/{i}"), &value).await?;
+        target
+            .put(&setup, i, &format!("read/{i}"), &random_value())
+            .await?;
     }
     for (mode, name) in [(Read::Linearizable, "linearizable"), (Read::Stale, "stale")] {
         let (t, h) = (
@@ -920,6 +929,7 @@ async fn main() -> anyhow::Result<()> {
             "read_clients": args.read_clients,
             "nodes": args.nodes,
             "value_bytes": VALUE_BYTES,
+            "values": "random (fresh per operation)",
             "failovers": args.failovers,
         });
         std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
