@@ -17,15 +17,19 @@ const CLIENTS: usize = 256;
 /// How long the load runs.
 const LOAD: Duration = Duration::from_secs(10);
 
+/// A field of /proc/PID/status, as its first word.
+fn status_field(pid: u32, field: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..]
+        .split_whitespace()
+        .next()
+        .map(str::to_owned)
+}
+
 fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse::<f64>().ok())
-        })
+    status_field(pid, "VmRSS:")
+        .and_then(|kib| kib.parse::<f64>().ok())
         .unwrap_or(0.0)
         / 1024.0
 }
@@ -50,6 +54,14 @@ async fn a_loaded_leader_fits_a_256_mib_gateway() {
     .expect("memory cgroup (needs root)");
     let pid = g.nodes[0].pid().expect("node 1 runs");
     cgroup.add(pid).expect("into the cgroup");
+    // Transparent huge pages would make each region the allocator touches 2 MiB of RSS,
+    // whatever the host's THP setting (`disable_transparent_huge_pages` in the daemon).
+    if let Some(thp) = status_field(pid, "THP_enabled:") {
+        assert_eq!(
+            thp, "0",
+            "the node runs with transparent huge pages allowed"
+        );
+    }
 
     // Node 1 leads: it holds the replication buffers and answers every client.
     let leader = g.leader(&g.ids()).await.expect("leader");

@@ -7,6 +7,11 @@ mod config;
 mod hub;
 mod ingest;
 
+/// mimalloc, as in openclaw-edge (see its main.rs): ~20% less hub CPU per ingested event
+/// than glibc's malloc (openclaw-ship-bench, docs/benchmarks.md 2026-12-06 night).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     cli::main()
 }

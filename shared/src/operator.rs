@@ -651,6 +651,14 @@ pub enum DaemonCommand {
     Operator(OperatorCommand),
 }
 
+/// Where the kernel hands out transparent huge pages unasked (`enabled = always`), each
+/// region the allocator touches becomes 2 MiB of RSS (mimalloc's aligned arenas: 39 MiB idle
+/// instead of 18 on such a kernel): opt the process out (`prctl(PR_SET_THP_DISABLE)`, kept
+/// across fork and exec). Failure only costs memory, so it is ignored.
+fn disable_transparent_huge_pages() {
+    let _ = nix::sys::prctl::set_thp_disable(true);
+}
+
 /// A daemon binary's `main`: parses `DaemonCommand` plus the daemon's own subcommands `E`
 /// under `name`/`about`, then runs the daemon (`run`, given the config path), carries out an
 /// operator command for `role`, or hands an `E` to `extra`.
@@ -669,6 +677,7 @@ where
     ExtraFut: Future<Output = Result<(), String>>,
 {
     use clap::FromArgMatches;
+    disable_transparent_huge_pages();
     enum Parsed<E> {
         Common(DaemonCommand),
         Own(E),
