@@ -326,6 +326,14 @@ async fn leader_kill_elects_a_new_leader_and_loses_nothing() {
     }
 }
 
+/// One of a three-node group's members (1, 2, 3) other than `leader`.
+fn a_follower_of_three(leader: u64) -> u64 {
+    [1, 2, 3]
+        .into_iter()
+        .find(|n| *n != leader)
+        .expect("three members have a follower")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_behind_the_purged_log_catches_up_by_snapshot() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -338,10 +346,7 @@ async fn a_node_behind_the_purged_log_catches_up_by_snapshot() {
         .await
         .expect("start");
     let leader = g.leader(&[1, 2, 3]).await.expect("leader");
-    let lagging = [1, 2, 3]
-        .into_iter()
-        .find(|n| *n != leader)
-        .expect("follower");
+    let lagging = a_follower_of_three(leader);
     g.kill9(lagging).expect("kill");
     let mut expected = BTreeMap::new();
     for i in 0..300 {
@@ -379,10 +384,7 @@ async fn large_entries_are_purged_by_bytes_not_only_by_count() {
     };
     let (_dir, mut g) = group(3, options).await;
     let leader = g.leader(&[1, 2, 3]).await.expect("leader");
-    let down = [1, 2, 3]
-        .into_iter()
-        .find(|n| *n != leader)
-        .expect("follower");
+    let down = a_follower_of_three(leader);
     g.kill9(down).expect("kill");
     let mut acked = BTreeMap::new();
     for i in 0..WRITES {
@@ -487,10 +489,7 @@ async fn minority_serves_stale_reads_and_refuses_writes() {
     .await;
     let leader = g.leader(&[1, 2, 3]).await.expect("leader");
     assert_eq!(put(&g, leader, "k", "before", &[]).await.status, 200);
-    let minority = [1, 2, 3]
-        .into_iter()
-        .find(|n| *n != leader)
-        .expect("follower");
+    let minority = a_follower_of_three(leader);
     let majority: Vec<u64> = [1, 2, 3].into_iter().filter(|n| *n != minority).collect();
     let m = minority;
     wait_until(CATCH_UP, "minority has the value", || async {

@@ -137,25 +137,17 @@ mod tests {
         min_entries: 1,
     };
 
-    fn sizes(entries: &[(u64, u64)]) -> LogSizes {
-        let sizes = LogSizes::new(u64::MAX);
-        for (i, b) in entries {
-            sizes.appended(*i, *b);
-        }
-        sizes
-    }
-
     #[test]
     fn snapshots_once_the_entries_after_the_last_hold_the_budget() {
-        let log = sizes(&[(1, 40), (2, 40), (3, 40)]);
+        let log = LogSizes::of_entries(&[(1, 40), (2, 40), (3, 40)]);
         assert!(decide(&log, BUDGET, None, None, &[]).snapshot);
         assert!(!decide(&log, BUDGET, Some(1), None, &[]).snapshot);
-        assert!(!decide(&sizes(&[(1, 99)]), BUDGET, None, None, &[]).snapshot);
+        assert!(!decide(&LogSizes::of_entries(&[(1, 99)]), BUDGET, None, None, &[]).snapshot);
     }
 
     #[test]
     fn purges_before_the_newest_kept_bytes_of_the_snapshot_only() {
-        let log = sizes(&[(1, 30), (2, 30), (3, 30), (4, 30), (5, 30)]);
+        let log = LogSizes::of_entries(&[(1, 30), (2, 30), (3, 30), (4, 30), (5, 30)]);
         // Snapshot at 4: keep 4 and 3 (60 ≥ 50), purge through 2; 5 is after the snapshot.
         let retention = decide(&log, BUDGET, Some(4), None, &[]);
         assert_eq!(retention.purge_through, Some(2));
@@ -170,7 +162,7 @@ mod tests {
 
     #[test]
     fn a_leader_keeps_what_a_lagging_member_lacks_up_to_the_minimum_entries() {
-        let log = sizes(&[(1, 30), (2, 30), (3, 30), (4, 30), (5, 30), (6, 30)]);
+        let log = LogSizes::of_entries(&[(1, 30), (2, 30), (3, 30), (4, 30), (5, 30), (6, 30)]);
         let three = Limits {
             min_entries: 3,
             ..BUDGET
@@ -207,7 +199,7 @@ mod tests {
 
     #[test]
     fn small_entries_leave_retention_to_the_entry_counts() {
-        let log = sizes(&[(1, 1), (2, 1), (3, 1)]);
+        let log = LogSizes::of_entries(&[(1, 1), (2, 1), (3, 1)]);
         assert_eq!(
             decide(&log, BUDGET, Some(3), None, &[]),
             Retention {

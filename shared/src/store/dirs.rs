@@ -71,6 +71,15 @@ pub fn clear_interrupted_creation(db_dir: &Path) -> Result<bool, StoreError> {
     Ok(true)
 }
 
+/// Tests: `db_dir` as fjall leaves it when killed after creating its journal, before its
+/// version marker.
+#[cfg(test)]
+pub(crate) fn leave_as_interrupted_creation(db_dir: &Path) {
+    std::fs::create_dir_all(db_dir.join("keyspaces")).expect("mkdir");
+    std::fs::write(db_dir.join("lock"), b"").expect("lock");
+    std::fs::write(db_dir.join("0.jnl"), b"").expect("journal");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,10 +88,7 @@ mod tests {
     fn an_interrupted_creation_is_cleared_and_a_database_is_not() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("db");
-        // As fjall leaves it when killed after its journal, before its marker.
-        std::fs::create_dir_all(db.join("keyspaces")).expect("mkdir");
-        std::fs::write(db.join("lock"), b"").expect("lock");
-        std::fs::write(db.join("0.jnl"), b"").expect("journal");
+        leave_as_interrupted_creation(&db);
         assert!(clear_interrupted_creation(&db).expect("clear"));
         assert!(db.is_dir() && std::fs::read_dir(&db).expect("ls").next().is_none());
         // Empty, missing, or a real database: left alone.

@@ -126,23 +126,25 @@ impl LogSizes {
     pub async fn grown(&self) {
         self.grown.notified().await;
     }
+
+    /// Tests: sizes of `entries` (index, bytes) appended in order, never announced.
+    #[cfg(test)]
+    pub(crate) fn of_entries(entries: &[(u64, u64)]) -> Self {
+        let sizes = LogSizes::new(u64::MAX);
+        for (index, bytes) in entries {
+            sizes.appended(*index, *bytes);
+        }
+        sizes
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn with(entries: &[(u64, u64)]) -> LogSizes {
-        let sizes = LogSizes::new(u64::MAX);
-        for (i, b) in entries {
-            sizes.appended(*i, *b);
-        }
-        sizes
-    }
-
     #[test]
     fn counts_the_bytes_after_an_index() {
-        let sizes = with(&[(1, 10), (2, 20), (3, 30)]);
+        let sizes = LogSizes::of_entries(&[(1, 10), (2, 20), (3, 30)]);
         assert_eq!(sizes.bytes_after(None), 60);
         assert_eq!(sizes.bytes_after(Some(1)), 50);
         assert_eq!(sizes.bytes_after(Some(3)), 0);
@@ -150,7 +152,7 @@ mod tests {
 
     #[test]
     fn purges_up_to_what_keeps_the_byte_budget_before_the_snapshot() {
-        let sizes = with(&[(1, 10), (2, 20), (3, 30), (4, 40), (5, 50)]);
+        let sizes = LogSizes::of_entries(&[(1, 10), (2, 20), (3, 30), (4, 40), (5, 50)]);
         // Snapshot at 4: keep ≥ 60 bytes of entries ≤ 4, i.e. 4 and 3 (70): purge through 2.
         assert_eq!(sizes.purge_point(4, 60), Some(2));
         assert_eq!(sizes.purge_point(4, 70), Some(2));
@@ -164,7 +166,7 @@ mod tests {
 
     #[test]
     fn follows_truncation_and_purge() {
-        let sizes = with(&[(1, 10), (2, 20), (3, 30)]);
+        let sizes = LogSizes::of_entries(&[(1, 10), (2, 20), (3, 30)]);
         sizes.truncated_after(Some(1));
         assert_eq!(sizes.bytes_after(None), 10);
         sizes.appended(2, 5);
@@ -177,7 +179,7 @@ mod tests {
 
     #[test]
     fn an_overwritten_tail_or_a_gap_is_not_counted_twice() {
-        let sizes = with(&[(1, 10), (2, 20), (3, 30)]);
+        let sizes = LogSizes::of_entries(&[(1, 10), (2, 20), (3, 30)]);
         sizes.appended(2, 7); // openraft replaced 2.. with a new entry 2
         assert_eq!(sizes.bytes_after(None), 17);
         sizes.appended(10, 1); // after a snapshot install the log restarts at 10

@@ -415,10 +415,7 @@ mod tests {
     #[test]
     fn a_store_whose_creation_was_interrupted_opens() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("db");
-        std::fs::create_dir_all(db.join("keyspaces")).expect("mkdir");
-        std::fs::write(db.join("lock"), b"").expect("lock");
-        std::fs::write(db.join("0.jnl"), b"").expect("journal");
+        dirs::leave_as_interrupted_creation(&dir.path().join("db"));
         let store = Store::open(dir.path(), &StorageSection::default()).expect("open");
         drop(store);
         // And it is a real store now: opened again, it recovers.
