@@ -69,13 +69,12 @@ pub fn main() -> ExitCode {
         "openclaw-edge",
         "OpenClaw edge daemon: a Raft-replicated store for site gateways",
         Role::Edge,
-        |config| async move { run(config).await.map_err(|e| format!("{e:#}")) },
+        |config: EdgeConfig| async move { run(config).await.map_err(|e| format!("{e:#}")) },
         |command| async move { edge_command(command).await.map_err(|e| format!("{e:#}")) },
     )
 }
 
-async fn run(config_path: PathBuf) -> anyhow::Result<()> {
-    let config = EdgeConfig::load(&config_path)?;
+async fn run(config: EdgeConfig) -> anyhow::Result<()> {
     init_logging();
     let listen = config.http.listen;
     info!(node = config.node.id, site = %config.node.site, raft = %config.raft.listen, http = %listen, "starting");

@@ -138,6 +138,10 @@ impl NodeConfig for EdgeConfig {
     fn paths_mut(&mut self) -> (&mut PathBuf, &mut TlsSection) {
         (&mut self.node.data_dir, &mut self.tls)
     }
+
+    fn runtime_threads(&self) -> usize {
+        self.node.runtime_threads
+    }
 }
 
 impl EdgeConfig {
@@ -150,6 +154,7 @@ impl EdgeConfig {
     fn sections(&self) -> GroupSections<'_> {
         GroupSections {
             node_id: self.node.id,
+            runtime_threads: self.node.runtime_threads,
             raft: &self.raft,
             storage: &self.storage,
             http: &self.http,
@@ -195,6 +200,10 @@ key = "certs/node-1.key"
     #[test]
     fn good_config_resolves_relative_paths() {
         let config = load(GOOD).expect("valid");
+        assert_eq!(
+            config.node.runtime_threads, 0,
+            "one worker per core unless set"
+        );
         assert!(config.node.data_dir.is_absolute());
         assert!(config.tls.ca.is_absolute());
         assert_eq!(config.api.idempotency_window.0.as_secs(), 600);
@@ -221,6 +230,10 @@ key = "certs/node-1.key"
                 "write_timeout",
             ),
             (GOOD.replace("[raft]", "[raft]\nspeed = 3"), "speed"),
+            (
+                GOOD.replace("data_dir = \"data\"", "data_dir = \"data\"\nruntime_threads = 65"),
+                "node.runtime_threads",
+            ),
             (format!("{GOOD}\n[uplink]\nhub_group = \"hub-1\"\nhubs = []\n"), "uplink.hubs"),
             (
                 format!("{GOOD}\n[uplink]\nhub_group = \"hub-1\"\nhubs = [{{id = 1, addr = \"127.0.0.1:7401\"}}]\nreconnect_max = \"10ms\"\n"),

@@ -47,6 +47,15 @@ pub struct Lab {
     pub sites: Vec<LabGroup>,
 }
 
+/// Runtime threads for each of `nodes` daemons sharing this machine: its cores divided
+/// among them, at least one. Left at the daemon's default (one per core each), three nodes
+/// on two cores run six runtime workers that mostly wake each other: openclaw-bench measured
+/// 10-20% more CPU per write that way (docs/benchmarks.md).
+pub fn share_of_cores(nodes: u64) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / nodes.max(1) as usize).max(1)
+}
+
 pub fn site_name(i: u64) -> String {
     format!("site-{i}")
 }
@@ -66,12 +75,15 @@ impl Lab {
             hub: None,
             sites: Vec::new(),
         };
+        let nodes = options.sites * options.edge_nodes + options.hub_nodes;
+        let runtime_threads = Some(share_of_cores(nodes));
         if options.hub_nodes > 0 {
             let hub_options = GroupOptions {
                 kind: GroupKind::Hub,
                 site: HUB_GROUP.into(),
                 ip_base: 1 << 16,
                 ca_dir: Some(ca.clone()),
+                runtime_threads: options.hub.runtime_threads.or(runtime_threads),
                 ..options.hub.clone()
             };
             let hub = LabGroup::start(&dir.join(HUB_GROUP), options.hub_nodes, hub_options).await?;
@@ -90,6 +102,7 @@ impl Lab {
                 ip_base: 16 * i as u32,
                 ca_dir: Some(ca.clone()),
                 uplink,
+                runtime_threads: options.edge.runtime_threads.or(runtime_threads),
                 ..options.edge.clone()
             };
             let group =

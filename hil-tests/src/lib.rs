@@ -145,6 +145,9 @@ pub struct GroupOptions {
     pub tool: Option<PathBuf>,
     /// `[storage]` keys added to every node's config (e.g. `unsafe_no_fsync = true`).
     pub storage: Vec<(String, String)>,
+    /// `[node] runtime_threads` of every node; `None` leaves the daemon's default (one per
+    /// CPU core).
+    pub runtime_threads: Option<usize>,
     /// Put every node's data directory on its own power-cut disk (`powercut`; needs
     /// /dev/fuse and root), so [`LabGroup::power_cut`] can drop what it never fsynced.
     pub power_cut_disks: bool,
@@ -200,6 +203,7 @@ impl Default for GroupOptions {
             binary: None,
             tool: None,
             storage: Vec::new(),
+            runtime_threads: None,
             power_cut_disks: false,
         }
     }
@@ -449,8 +453,12 @@ impl LabGroup {
             GroupKind::Edge => "site",
             GroupKind::Hub => "group",
         };
+        let runtime_threads = o
+            .runtime_threads
+            .map(|threads| format!("runtime_threads = {threads}\n"))
+            .unwrap_or_default();
         let mut text = format!(
-            "[node]\nid = {id}\n{name_key} = \"{}\"\ndata_dir = \"{}\"\n\n[raft]\nlisten = \"{}\"\nadvertise = \"{}\"\n\
+            "[node]\nid = {id}\n{name_key} = \"{}\"\ndata_dir = \"{}\"\n{runtime_threads}\n[raft]\nlisten = \"{}\"\nadvertise = \"{}\"\n\
              heartbeat_interval = \"{}\"\nelection_timeout = \"{}\"\n{}snapshot_every_entries = {}\n\
              log_entries_kept_after_snapshot = {}\nkeep_alive = \"1s\"\nidle_timeout = \"5s\"\n\n\
              [http]\nlisten = \"{}\"\n\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\n\

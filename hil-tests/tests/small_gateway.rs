@@ -42,6 +42,9 @@ async fn a_loaded_leader_fits_a_256_mib_gateway() {
         3,
         GroupOptions {
             ip_base: 16 * 12,
+            // As on a four-core gateway (more workers, more per-thread memory), whatever this
+            // machine has: the node must run the threads its config asks for.
+            runtime_threads: Some(4),
             ..GroupOptions::fast()
         },
     )
@@ -62,6 +65,14 @@ async fn a_loaded_leader_fits_a_256_mib_gateway() {
             "the node runs with transparent huge pages allowed"
         );
     }
+
+    assert_eq!(
+        g.metric(1, "openclaw_runtime_workers")
+            .await
+            .expect("metric"),
+        4.0,
+        "the node runs the runtime threads its config asks for"
+    );
 
     // Node 1 leads: it holds the replication buffers and answers every client.
     let leader = g.leader(&g.ids()).await.expect("leader");

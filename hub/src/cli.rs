@@ -67,13 +67,12 @@ pub fn main() -> ExitCode {
         "openclaw-hub",
         "OpenClaw hub daemon: merges the logs shipped by many sites and serves queries over them",
         Role::Hub,
-        |config| async move { run(config).await.map_err(|e| format!("{e:#}")) },
+        |config: HubConfig| async move { run(config).await.map_err(|e| format!("{e:#}")) },
         |command| async move { hub_command(command).await.map_err(|e| format!("{e:#}")) },
     )
 }
 
-async fn run(config_path: PathBuf) -> anyhow::Result<()> {
-    let config = HubConfig::load(&config_path)?;
+async fn run(config: HubConfig) -> anyhow::Result<()> {
     init_logging();
     let listen = config.http.listen;
     info!(node = config.node.id, group = %config.node.group, raft = %config.raft.listen, http = %listen, "starting");

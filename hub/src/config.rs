@@ -39,6 +39,9 @@ pub struct HubNodeSection {
     /// The hub group this node belongs to (its certificate names it in place of a site).
     pub group: SiteId,
     pub data_dir: PathBuf,
+    /// Threads that run the node's network, Raft and HTTP work; 0: one per CPU core.
+    #[serde(default)]
+    pub runtime_threads: usize,
 }
 
 /// `[hub]`: what this hub group serves.
@@ -88,6 +91,10 @@ impl NodeConfig for HubConfig {
     fn paths_mut(&mut self) -> (&mut PathBuf, &mut TlsSection) {
         (&mut self.node.data_dir, &mut self.tls)
     }
+
+    fn runtime_threads(&self) -> usize {
+        self.node.runtime_threads
+    }
 }
 
 impl HubConfig {
@@ -99,6 +106,7 @@ impl HubConfig {
     fn sections(&self) -> GroupSections<'_> {
         GroupSections {
             node_id: self.node.id,
+            runtime_threads: self.node.runtime_threads,
             raft: &self.raft,
             storage: &self.storage,
             http: &self.http,

@@ -126,6 +126,9 @@ pub struct NodeSection {
     pub id: u64,
     pub site: SiteId,
     pub data_dir: PathBuf,
+    /// Threads that run the node's network, Raft and HTTP work; 0: one per CPU core.
+    #[serde(default)]
+    pub runtime_threads: usize,
 }
 
 /// `[raft]`: the consensus transport and timing.
@@ -225,6 +228,10 @@ impl Default for StorageSection {
         }
     }
 }
+
+/// Most threads `node.runtime_threads` may ask for: beyond the cores of any gateway or hub
+/// node, more only adds wakeups between them.
+pub const MAX_RUNTIME_THREADS: usize = 64;
 
 /// fjall panics on journals below this size (DEPENDENCIES.md §2).
 pub const MIN_JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
@@ -424,6 +431,7 @@ mod api_defaults {
 /// The sections every group member's config has, borrowed from a daemon's own config type.
 pub struct GroupSections<'a> {
     pub node_id: u64,
+    pub runtime_threads: usize,
     pub raft: &'a RaftSection,
     pub storage: &'a StorageSection,
     pub http: &'a HttpSection,
@@ -436,6 +444,13 @@ impl GroupSections<'_> {
     /// Checks every shared section and the rules between them.
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         validate_group(path, self.node_id, self.cluster, self.api)?;
+        if self.runtime_threads > MAX_RUNTIME_THREADS {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                key: "node.runtime_threads".into(),
+                message: format!("must be 0 (one per CPU core) to {MAX_RUNTIME_THREADS}"),
+            });
+        }
         self.raft.validate(path)?;
         self.storage.validate(path)?;
         validate_http(path, self.http)
@@ -448,6 +463,8 @@ pub trait NodeConfig: DeserializeOwned {
     fn validate(&self, path: &Path) -> Result<(), ConfigError>;
     /// The data directory and TLS files, to resolve against the file's directory.
     fn paths_mut(&mut self) -> (&mut PathBuf, &mut TlsSection);
+    /// `node.runtime_threads`: the async runtime's worker threads, 0 for one per CPU core.
+    fn runtime_threads(&self) -> usize;
 
     fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut config: Self = load_toml(path)?;

@@ -148,6 +148,7 @@ pub struct SharedMetrics {
     pub fsync_latency: Histogram,
     pub snapshots_built: Counter,
     pub snapshots_installed: Counter,
+    pub runtime_workers: Gauge,
 }
 
 pub static SHARED: SharedMetrics = SharedMetrics {
@@ -168,6 +169,10 @@ pub static SHARED: SharedMetrics = SharedMetrics {
     snapshots_installed: Counter::new(
         "openclaw_snapshots_installed_total",
         "Snapshots received from a leader and installed",
+    ),
+    runtime_workers: Gauge::new(
+        "openclaw_runtime_workers",
+        "Worker threads of the async runtime (node.runtime_threads; 0 there: one per CPU core)",
     ),
 };
 
@@ -231,6 +236,7 @@ impl SharedMetrics {
         self.fsync_latency.render(out);
         self.snapshots_built.render(out);
         self.snapshots_installed.render(out);
+        self.runtime_workers.render(out);
         GROUP.write_latency.render(out);
         GROUP.read_barrier_latency.render(out);
         GROUP.forwarded_writes.render(out);

@@ -660,9 +660,10 @@ fn disable_transparent_huge_pages() {
 }
 
 /// A daemon binary's `main`: parses `DaemonCommand` plus the daemon's own subcommands `E`
-/// under `name`/`about`, then runs the daemon (`run`, given the config path), carries out an
-/// operator command for `role`, or hands an `E` to `extra`.
-pub fn daemon_main<E, R, RunFut, X, ExtraFut>(
+/// under `name`/`about`, then runs the daemon (`run`, given its config `C` loaded from the
+/// `--config` file, on a runtime of `node.runtime_threads`), carries out an operator
+/// command for `role`, or hands an `E` to `extra`.
+pub fn daemon_main<C, E, R, RunFut, X, ExtraFut>(
     name: &'static str,
     about: &'static str,
     role: Role,
@@ -670,8 +671,9 @@ pub fn daemon_main<E, R, RunFut, X, ExtraFut>(
     extra: X,
 ) -> ExitCode
 where
+    C: crate::config::NodeConfig,
     E: Subcommand,
-    R: FnOnce(PathBuf) -> RunFut,
+    R: FnOnce(C) -> RunFut,
     RunFut: Future<Output = Result<(), String>>,
     X: FnOnce(E) -> ExtraFut,
     ExtraFut: Future<Output = Result<(), String>>,
@@ -706,28 +708,54 @@ where
             };
         }
     };
-    block_on_exit_code(async move {
-        match parsed {
-            Parsed::Common(DaemonCommand::Run { config }) => run(config).await,
-            Parsed::Common(DaemonCommand::Operator(command)) => {
-                dispatch(command, role).await.map_err(|e| e.to_string())
+    // The config is read before the runtime exists: it says how many threads to give it.
+    enum Job<C, E> {
+        Run(C),
+        Operator(OperatorCommand),
+        Own(E),
+    }
+    let job = match parsed {
+        Parsed::Common(DaemonCommand::Run { config }) => match C::load(&config) {
+            Ok(config) => Job::Run(config),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
             }
-            Parsed::Own(command) => extra(command).await,
+        },
+        Parsed::Common(DaemonCommand::Operator(command)) => Job::Operator(command),
+        Parsed::Own(command) => Job::Own(command),
+    };
+    let threads = match &job {
+        Job::Run(config) => config.runtime_threads(),
+        _ => 0,
+    };
+    block_on_exit_code(threads, async move {
+        match job {
+            Job::Run(config) => run(config).await,
+            Job::Operator(command) => dispatch(command, role).await.map_err(|e| e.to_string()),
+            Job::Own(command) => extra(command).await,
         }
     })
 }
 
-/// Runs `body` on a multi-threaded runtime: `Ok` exits 0, `Err` prints it and exits 1.
-fn block_on_exit_code<Fut, E>(body: Fut) -> ExitCode
+/// Runs `body` on a multi-threaded runtime of `threads` workers (0: tokio's default, one per
+/// CPU core): `Ok` exits 0, `Err` prints it and exits 1.
+fn block_on_exit_code<Fut, E>(threads: usize, body: Fut) -> ExitCode
 where
     Fut: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if threads > 0 {
+        builder.worker_threads(threads);
+    }
+    let runtime = match builder.enable_all().build() {
+        Ok(rt) => {
+            crate::metrics::SHARED
+                .runtime_workers
+                .set(rt.metrics().num_workers() as u64);
+            rt
+        }
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(1);

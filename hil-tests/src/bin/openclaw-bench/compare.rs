@@ -2,7 +2,9 @@
 //! 3-node NATS JetStream cluster on loopback, each started here from its own binary with its
 //! data under the bench's directory, and ready (healthy; for NATS, the bench's stream
 //! created and taking publishes) when these functions return. Installing them is
-//! hil-tests/install-compare.sh's job, never the bench's.
+//! hil-tests/install-compare.sh's job, never the bench's. Like OpenClaw's nodes in the lab
+//! (`lab::share_of_cores`), each member gets its share of the machine's cores (Go's
+//! `GOMAXPROCS`), so all three systems run by the same rule.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,6 +12,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use openclaw_hil_tests::lab::share_of_cores;
 use openclaw_hil_tests::nats::{self, PubAck};
 use serde_json::{json, Value};
 use tokio::process::Command;
@@ -25,6 +28,8 @@ const NATS_SUBJECTS: &str = "bench.>";
 /// Where hil-tests/install-compare.sh unpacks nats-server unless `$OPENCLAW_COMPARE_DIR` says
 /// otherwise (the binary is `nats/usr/sbin/nats-server` below it).
 const DEFAULT_COMPARE_DIR: &str = "/opt/openclaw-compare";
+/// Members of the etcd cluster and nodes of the NATS cluster, as OpenClaw's group.
+const MEMBERS: usize = 3;
 /// `sync_interval: always` first exists in nats-server 2.10.
 pub const NATS_SYNC_ALWAYS_SINCE: (u64, u64) = (2, 10);
 
@@ -38,7 +43,7 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 /// A 3-member etcd on loopback, every member healthy: its client URLs and pids.
 pub async fn start_etcd(dir: &Path) -> anyhow::Result<(Vec<Process>, Vec<String>, Vec<u32>)> {
-    let ports: Vec<(u16, u16)> = (0..3)
+    let ports: Vec<(u16, u16)> = (0..MEMBERS)
         .map(|_| Ok((free_port()?, free_port()?)))
         .collect::<anyhow::Result<_>>()?;
     let cluster: Vec<String> = ports
@@ -52,6 +57,7 @@ pub async fn start_etcd(dir: &Path) -> anyhow::Result<(Vec<Process>, Vec<String>
     for (i, (client, peer)) in ports.iter().enumerate() {
         let log = std::fs::File::create(dir.join(format!("etcd-{i}.log")))?;
         let child = Command::new("etcd")
+            .env("GOMAXPROCS", share_of_cores(MEMBERS as u64).to_string())
             .arg(format!("--name=e{i}"))
             .arg(format!(
                 "--data-dir={}",
@@ -160,9 +166,8 @@ pub async fn start_nats(
     dir: &Path,
     sync_always: bool,
 ) -> anyhow::Result<(Vec<Process>, Vec<SocketAddr>, Vec<u32>)> {
-    const NODES: usize = 3;
     let tag = if sync_always { "always" } else { "deferred" };
-    let ports: Vec<[u16; 3]> = (0..NODES)
+    let ports: Vec<[u16; 3]> = (0..MEMBERS)
         .map(|_| Ok([free_port()?, free_port()?, free_port()?]))
         .collect::<anyhow::Result<_>>()?;
     let mut processes = Vec::new();
@@ -192,6 +197,7 @@ pub async fn start_nats(
         std::fs::write(&config_path, config)?;
         let log = std::fs::File::create(dir.join(format!("nats-{tag}-{i}.log")))?;
         let child = Command::new(binary)
+            .env("GOMAXPROCS", share_of_cores(MEMBERS as u64).to_string())
             .arg("-c")
             .arg(&config_path)
             .stdout(Stdio::null())
@@ -230,7 +236,7 @@ pub async fn start_nats(
         "name": NATS_STREAM,
         "subjects": [NATS_SUBJECTS],
         "storage": "file",
-        "num_replicas": NODES,
+        "num_replicas": MEMBERS,
         "retention": "limits",
         "discard": "old",
     });
