@@ -80,6 +80,8 @@ struct HubNodeShape {
     #[allow(dead_code)]
     group: SiteId,
     data_dir: PathBuf,
+    #[serde(default)]
+    runtime_threads: usize,
 }
 
 #[derive(Default, Deserialize)]
@@ -100,6 +102,7 @@ fn default_http() -> HttpSection {
 fn validate_shared(
     path: &Path,
     node_id: u64,
+    runtime_threads: usize,
     raft: &RaftSection,
     storage: &StorageSection,
     http: &Option<HttpSection>,
@@ -110,6 +113,7 @@ fn validate_shared(
     let http = http.clone().unwrap_or_else(default_http);
     GroupSections {
         node_id,
+        runtime_threads,
         raft,
         storage,
         http: &http,
@@ -124,11 +128,22 @@ impl NodeConfig for EdgeShape {
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let c = self;
         validate_shared(
-            path, c.node.id, &c.raft, &c.storage, &c.http, &c.tls, &c.cluster, &c.api,
+            path,
+            c.node.id,
+            c.node.runtime_threads,
+            &c.raft,
+            &c.storage,
+            &c.http,
+            &c.tls,
+            &c.cluster,
+            &c.api,
         )
     }
     fn paths_mut(&mut self) -> (&mut PathBuf, &mut TlsSection) {
         (&mut self.node.data_dir, &mut self.tls)
+    }
+    fn runtime_threads(&self) -> usize {
+        self.node.runtime_threads
     }
 }
 
@@ -136,11 +151,22 @@ impl NodeConfig for HubShape {
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let c = self;
         validate_shared(
-            path, c.node.id, &c.raft, &c.storage, &c.http, &c.tls, &c.cluster, &c.api,
+            path,
+            c.node.id,
+            c.node.runtime_threads,
+            &c.raft,
+            &c.storage,
+            &c.http,
+            &c.tls,
+            &c.cluster,
+            &c.api,
         )
     }
     fn paths_mut(&mut self) -> (&mut PathBuf, &mut TlsSection) {
         (&mut self.node.data_dir, &mut self.tls)
+    }
+    fn runtime_threads(&self) -> usize {
+        self.node.runtime_threads
     }
 }
 
