@@ -124,51 +124,36 @@ fn validate_shared(
     .validate(path)
 }
 
-impl NodeConfig for EdgeShape {
-    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let c = self;
-        validate_shared(
-            path,
-            c.node.id,
-            c.node.runtime_threads,
-            &c.raft,
-            &c.storage,
-            &c.http,
-            &c.tls,
-            &c.cluster,
-            &c.api,
-        )
-    }
-    fn paths_mut(&mut self) -> (&mut PathBuf, &mut TlsSection) {
-        (&mut self.node.data_dir, &mut self.tls)
-    }
-    fn runtime_threads(&self) -> usize {
-        self.node.runtime_threads
-    }
+/// Both daemons' shapes have the same shared sections under the same names.
+macro_rules! node_config_of_shape {
+    ($shape:ty) => {
+        impl NodeConfig for $shape {
+            fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+                let c = self;
+                validate_shared(
+                    path,
+                    c.node.id,
+                    c.node.runtime_threads,
+                    &c.raft,
+                    &c.storage,
+                    &c.http,
+                    &c.tls,
+                    &c.cluster,
+                    &c.api,
+                )
+            }
+            fn paths_mut(&mut self) -> (&mut PathBuf, &mut TlsSection) {
+                (&mut self.node.data_dir, &mut self.tls)
+            }
+            fn runtime_threads(&self) -> usize {
+                self.node.runtime_threads
+            }
+        }
+    };
 }
 
-impl NodeConfig for HubShape {
-    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let c = self;
-        validate_shared(
-            path,
-            c.node.id,
-            c.node.runtime_threads,
-            &c.raft,
-            &c.storage,
-            &c.http,
-            &c.tls,
-            &c.cluster,
-            &c.api,
-        )
-    }
-    fn paths_mut(&mut self) -> (&mut PathBuf, &mut TlsSection) {
-        (&mut self.node.data_dir, &mut self.tls)
-    }
-    fn runtime_threads(&self) -> usize {
-        self.node.runtime_threads
-    }
-}
+node_config_of_shape!(EdgeShape);
+node_config_of_shape!(HubShape);
 
 fn assert_absolute(data_dir: &Path, tls: &TlsSection) {
     for p in [data_dir, &tls.ca, &tls.cert, &tls.key] {
