@@ -50,7 +50,7 @@ pub struct Lab {
 /// Runtime threads for each of `nodes` daemons sharing this machine: its cores divided
 /// among them, at least one. Left at the daemon's default (one per core each), three nodes
 /// on two cores run six runtime workers that mostly wake each other: openclaw-bench measured
-/// 10-20% more CPU per write that way (docs/benchmarks.md).
+/// 3-10% more server CPU per operation that way (docs/benchmarks.md, 2026-12-07).
 pub fn share_of_cores(nodes: u64) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     (cores / nodes.max(1) as usize).max(1)
