@@ -83,12 +83,18 @@ impl PowerCutDisk {
     }
 
     fn detach(&mut self) -> anyhow::Result<()> {
-        if let Some(session) = self.session.take() {
-            session
-                .umount_and_join()
-                .with_context(|| format!("unmounting {}", self.mountpoint.display()))?;
+        let Some(session) = self.session.take() else {
+            return Ok(());
+        };
+        match session.umount_and_join() {
+            // The kernel ends the session's read of /dev/fuse with ENODEV after an
+            // unmount, but with ECONNABORTED when the unmount tore the connection down
+            // while a request was being handed over (fs/fuse/dev.c, fuse_dev_do_read;
+            // seen once in CI under load). Either way the mount is gone and the volume,
+            // which lives in this process, is whole: the cut can go on.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => Ok(()),
+            result => result.with_context(|| format!("unmounting {}", self.mountpoint.display())),
         }
-        Ok(())
     }
 
     /// Power loss and reboot of the disk: unmount (the kernel drops its page cache with the
