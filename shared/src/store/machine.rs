@@ -259,6 +259,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn only_an_apply_that_changes_the_shipping_state_wakes_the_shipper() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), &StorageSection::default()).expect("open");
+        let (mut machine, reader) = StateMachine::open(store).expect("machine");
+        let mut changes = reader.ship_changes();
+        apply(&mut machine, vec![membership_entry(1)]).await;
+        assert!(
+            !changes.has_changed().expect("the machine holds the sender"),
+            "a membership entry changes nothing the shipper sends"
+        );
+        apply(&mut machine, vec![put_entry(2), put_entry(3)]).await;
+        assert!(changes.has_changed().expect("the machine holds the sender"));
+        let status = *changes.borrow_and_update();
+        assert_eq!(status.last_seq, 2, "two events applied");
+        assert_eq!(reader.ship_status(), status);
+        assert!(!changes.has_changed().expect("the machine holds the sender"));
+    }
+
+    #[tokio::test]
     async fn the_membership_is_stored_once_not_with_every_entry() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut machine = open(dir.path());

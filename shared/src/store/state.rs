@@ -911,28 +911,33 @@ impl ShipStatus {
 }
 
 /// What the state machine publishes for readers: the applied seq (read on every request,
-/// lock-free) and the shipping state.
-#[derive(Default)]
+/// lock-free) and the shipping state, whose changes wake the shipper (so an idle one
+/// sleeps instead of polling).
 pub(crate) struct Published {
     applied_seq: AtomicU64,
     retention_ms: AtomicU64,
-    ship: std::sync::Mutex<ShipStatus>,
+    ship: tokio::sync::watch::Sender<ShipStatus>,
 }
 
 impl Published {
     pub(crate) fn new(meta: &SmMeta) -> Arc<Self> {
-        let published = Arc::new(Published::default());
-        published.set(meta);
-        published
+        Arc::new(Published {
+            applied_seq: AtomicU64::new(meta.last_seq),
+            retention_ms: AtomicU64::new(meta.retention_ms),
+            ship: tokio::sync::watch::Sender::new(ShipStatus::of(meta)),
+        })
     }
 
     pub(crate) fn set(&self, meta: &SmMeta) {
         self.applied_seq.store(meta.last_seq, Ordering::Release);
         self.retention_ms
             .store(meta.retention_ms, Ordering::Release);
-        if let Ok(mut ship) = self.ship.lock() {
-            *ship = ShipStatus::of(meta);
-        }
+        let status = ShipStatus::of(meta);
+        self.ship.send_if_modified(|ship| {
+            let changed = *ship != status;
+            *ship = status;
+            changed
+        });
     }
 }
 
@@ -976,7 +981,12 @@ impl StateReader {
 
     /// The shipping state as of the last apply.
     pub fn ship_status(&self) -> ShipStatus {
-        self.published.ship.lock().map(|s| *s).unwrap_or_default()
+        *self.published.ship.borrow()
+    }
+
+    /// The shipping state, marked changed whenever an apply changes it.
+    pub fn ship_changes(&self) -> tokio::sync::watch::Receiver<ShipStatus> {
+        self.published.ship.subscribe()
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<KvItem>, StoreError> {
