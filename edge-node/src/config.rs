@@ -45,7 +45,9 @@ pub struct UplinkSection {
     /// full" until the hub catches up.
     #[serde(default = "uplink_defaults::max_unshipped_bytes")]
     pub max_unshipped_bytes: ByteSize,
-    /// How long the shipper lets new events gather before sending a batch that is not full.
+    /// While batches are in flight, how often the shipper gathers new events behind them (a
+    /// batch that is not full waits for the replies); an idle shipper sends the next event as
+    /// soon as it is applied.
     #[serde(default = "uplink_defaults::batch_delay")]
     pub batch_delay: HumanDuration,
     /// Shipping bandwidth cap in bytes per second on the wire (0: none).
