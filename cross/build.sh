@@ -30,7 +30,14 @@ triple() {
 ensure_tools() {
   if ! command -v cargo-zigbuild >/dev/null || ! python3 -m ziglang version >/dev/null 2>&1; then
     echo "installing cargo-zigbuild and zig (PyPI)" >&2
-    python3 -m pip install --quiet --disable-pip-version-check ziglang cargo-zigbuild
+    if ! python3 -m pip --version >/dev/null 2>&1 && command -v apt-get >/dev/null; then
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+    fi
+    # Debian's own python3 refuses pip installs outside a venv (PEP 668, "externally
+    # managed"); these two are build tools with no Debian package, so install them anyway.
+    PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check \
+      ziglang cargo-zigbuild
   fi
   # pip puts the cargo-zigbuild script here, which need not be on PATH.
   PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
