@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use shared::group::now_ms;
-use shared::limits::{MAX_SHIP_BATCH_EVENTS, SHIP_BATCH_TARGET_BYTES};
 use shared::ship::codec::{self, ShipBatch};
+use shared::ship::pending::PendingBatch;
 use shared::ship::session::{Effect, Phase, ShipperSession};
 use shared::ship::ShipReply;
 use shared::types::Op;
@@ -276,18 +276,19 @@ async fn ship_session(
     let result = async {
         let mut throttle = Throttle::new(config.max_bytes_per_second.0);
         let mut awaiting_since: Option<Instant> = None;
+        let mut pending = PendingBatch::new();
         loop {
             if !edge.group.is_leader() || edge.uplink.stopping() {
                 return Ok(());
             }
             let ship = *changes.borrow_and_update();
             while let Some(first) = session.sendable_from(ship.last_seq) {
-                let events = edge
-                    .group
-                    .reader
-                    .outbox(first, MAX_SHIP_BATCH_EVENTS, SHIP_BATCH_TARGET_BYTES)
+                pending
+                    .fill(first, ship.last_seq, |from, max_events, max_bytes, into| {
+                        edge.group.reader.outbox_append(from, max_events, max_bytes, into)
+                    })
                     .map_err(|e| e.to_string())?;
-                if events.is_empty() {
+                if pending.is_empty() {
                     return Err(format!(
                         "the outbox no longer holds seq {first}, which the hub expects next"
                     ));
@@ -295,9 +296,10 @@ async fn ship_session(
                 // Nagle: while a batch is in flight, only full batches follow it; the small
                 // rest waits for the reply and goes as one batch (the hub commits batches one
                 // after another, so many small ones would queue behind each other).
-                if session.in_flight() > 0 && !is_full(&events) {
+                if session.in_flight() > 0 && !pending.is_full() {
                     break;
                 }
+                let events = pending.take();
                 session.next_batch(ship.last_seq, events.len() as u64);
                 let batch = codec::encode(&ShipBatch {
                     site: site.clone(),
@@ -348,21 +350,6 @@ async fn ship_session(
     reader.abort();
     let _ = send.finish();
     result
-}
-
-/// Whether a batch is as large as the shipper makes them.
-fn is_full(events: &[shared::ship::ShippedEvent]) -> bool {
-    events.len() >= MAX_SHIP_BATCH_EVENTS
-        || events.iter().map(event_bytes).sum::<usize>() >= SHIP_BATCH_TARGET_BYTES
-}
-
-fn event_bytes(event: &shared::ship::ShippedEvent) -> usize {
-    use shared::ship::EventKind;
-    match &event.kind {
-        EventKind::Put { key, value } => key.len() + value.len(),
-        EventKind::Delete { key } => key.len(),
-        EventKind::Append { stream, data } => stream.len() + data.len(),
-    }
 }
 
 /// Publishes the hub's shipped-through and, now and then, replicates it.

@@ -1,11 +1,11 @@
 //! The shipping protocol between an edge group and the hub group that owns its site
 //! (DESIGN.md §3.3), as plain code: the hub's apply rules (`rules`), the edge shipper's
-//! session state (`session`) and the batch codec (`codec`). No sockets, no clocks: tasks that
-//! move bytes drive these, and tests drive them directly.
-//!
-//! Groundwork for the hub and uplink issue; nothing runs it yet.
+//! session state (`session`), the batch it gathers next (`pending`) and the batch codec
+//! (`codec`). No sockets, no clocks: tasks that move bytes drive these (the edge's
+//! `uplink.rs`, the hub's `ingest.rs`), and tests drive them directly.
 
 pub mod codec;
+pub mod pending;
 pub mod rules;
 pub mod session;
 

@@ -1046,12 +1046,31 @@ impl StateReader {
         max_events: usize,
         max_bytes: usize,
     ) -> Result<Vec<ShippedEvent>, StoreError> {
-        let mut events: Vec<ShippedEvent> = Vec::new();
+        let mut events = Vec::new();
+        self.outbox_append(from, max_events, max_bytes, &mut events)?;
+        Ok(events)
+    }
+
+    /// Edge: `outbox`, appending to `events`; returns the stored bytes of what it appended
+    /// (the measure `max_bytes` limits).
+    pub fn outbox_append(
+        &self,
+        from: u64,
+        max_events: usize,
+        max_bytes: usize,
+        events: &mut Vec<ShippedEvent>,
+    ) -> Result<usize, StoreError> {
         let mut bytes = 0;
-        for guard in self.ks.outbox.range(u64_key(from)..).take(max_events) {
+        for (i, guard) in self
+            .ks
+            .outbox
+            .range(u64_key(from)..)
+            .take(max_events)
+            .enumerate()
+        {
             let (_, record) = guard.into_inner()?;
             let event: ShippedEvent = decode("outbox record", &record)?;
-            if event.seq != from + events.len() as u64 {
+            if event.seq != from + i as u64 {
                 break;
             }
             bytes += record.len();
@@ -1060,7 +1079,7 @@ impl StateReader {
                 break;
             }
         }
-        Ok(events)
+        Ok(bytes)
     }
 
     /// Edge: the HLC of the oldest outbox event with seq ≥ `from`, if any.
