@@ -144,6 +144,12 @@ impl NodeConfig for EdgeConfig {
     fn runtime_threads(&self) -> usize {
         self.node.runtime_threads
     }
+
+    fn storage_mut(&mut self) -> &mut StorageSection {
+        &mut self.storage
+    }
+
+    const DEFAULT_MEMTABLE_SIZE: ByteSize = shared::config::defaults::MEMTABLE_SIZE;
 }
 
 impl EdgeConfig {
@@ -209,6 +215,11 @@ key = "certs/node-1.key"
         assert!(config.node.data_dir.is_absolute());
         assert!(config.tls.ca.is_absolute());
         assert_eq!(config.api.idempotency_window.0.as_secs(), 600);
+        assert_eq!(
+            config.storage.memtable_size,
+            Some(ByteSize(4 << 20)),
+            "a gateway's memtables"
+        );
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use shared::config::{
-    ApiSection, ClusterSection, ConfigError, GroupSections, HttpSection, NodeConfig, RaftSection,
-    SiteId, StorageSection, TlsSection,
+    ApiSection, ByteSize, ClusterSection, ConfigError, GroupSections, HttpSection, NodeConfig,
+    RaftSection, SiteId, StorageSection, TlsSection,
 };
 use shared::group::GroupSettings;
 use shared::identity::NodeIdentity;
@@ -95,6 +95,12 @@ impl NodeConfig for HubConfig {
     fn runtime_threads(&self) -> usize {
         self.node.runtime_threads
     }
+
+    fn storage_mut(&mut self) -> &mut StorageSection {
+        &mut self.storage
+    }
+
+    const DEFAULT_MEMTABLE_SIZE: ByteSize = shared::config::defaults::HUB_MEMTABLE_SIZE;
 }
 
 impl HubConfig {
@@ -158,6 +164,23 @@ sites = ["site-1", "site-2"]
         assert!(config.hub.owns("site-2"));
         assert!(!config.hub.owns("site-3"));
         assert!(HubSection::default().owns("anything"));
+    }
+
+    #[test]
+    fn a_hub_defaults_to_larger_memtables_than_a_gateway_unless_told() {
+        let hub = load(GOOD).expect("valid");
+        assert_eq!(hub.storage.memtable_size, Some(ByteSize(32 << 20)));
+        assert!(hub.storage.memtable_bytes() > shared::config::defaults::MEMTABLE_SIZE.0);
+        let partial = GOOD.replace("[hub]", "[storage]\ncache_size = \"32MiB\"\n[hub]");
+        let hub = load(&partial).expect("valid");
+        assert_eq!(
+            hub.storage.memtable_bytes(),
+            32 << 20,
+            "a [storage] without it"
+        );
+        let set = GOOD.replace("[hub]", "[storage]\nmemtable_size = \"8MiB\"\n[hub]");
+        let hub = load(&set).expect("valid");
+        assert_eq!(hub.storage.memtable_bytes(), 8 << 20);
     }
 
     #[test]

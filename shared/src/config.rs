@@ -204,8 +204,10 @@ pub struct HttpSection {
 pub struct StorageSection {
     #[serde(default = "defaults::cache_size")]
     pub cache_size: ByteSize,
-    #[serde(default = "defaults::memtable_size")]
-    pub memtable_size: ByteSize,
+    /// Each written keyspace's memtable; unset, the daemon's default
+    /// (`NodeConfig::DEFAULT_MEMTABLE_SIZE`: small on a gateway, larger on a hub).
+    #[serde(default)]
+    pub memtable_size: Option<ByteSize>,
     #[serde(default = "defaults::journal_size")]
     pub max_journal_size: ByteSize,
     #[serde(default = "defaults::worker_threads")]
@@ -221,7 +223,7 @@ impl Default for StorageSection {
     fn default() -> Self {
         StorageSection {
             cache_size: defaults::cache_size(),
-            memtable_size: defaults::memtable_size(),
+            memtable_size: None,
             max_journal_size: defaults::journal_size(),
             worker_threads: defaults::worker_threads(),
             unsafe_no_fsync: false,
@@ -237,6 +239,11 @@ pub const MAX_RUNTIME_THREADS: usize = 64;
 pub const MIN_JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
 
 impl StorageSection {
+    /// `memtable_size`, or the gateway default where no daemon filled it in (tools, tests).
+    pub fn memtable_bytes(&self) -> u64 {
+        self.memtable_size.unwrap_or(defaults::MEMTABLE_SIZE).0
+    }
+
     /// Checks the values fjall would reject or that cannot fit a gateway.
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let invalid = |key: &str, message: String| ConfigError::Invalid {
@@ -250,7 +257,7 @@ impl StorageSection {
                 format!("must be at least {}MiB", MIN_JOURNAL_BYTES >> 20),
             ));
         }
-        if self.memtable_size.0 < 1 << 20 {
+        if self.memtable_bytes() < 1 << 20 {
             return Err(invalid(
                 "storage.memtable_size",
                 "must be at least 1MiB".into(),
@@ -341,10 +348,13 @@ pub mod defaults {
     pub fn cache_size() -> ByteSize {
         ByteSize(8 << 20)
     }
-    /// Per-keyspace memtable: small, several keyspaces share the budget.
-    pub fn memtable_size() -> ByteSize {
-        ByteSize(4 << 20)
-    }
+    /// Per-keyspace memtable on a gateway: small, several keyspaces share the budget.
+    pub const MEMTABLE_SIZE: ByteSize = ByteSize(4 << 20);
+    /// Per-keyspace memtable on a hub node (a cloud machine). Ingest writes each event to
+    /// three keyspaces on every hub node; with the gateway's 4 MiB the many small flushes,
+    /// their compactions and the log snapshots they pace (`LogByteBudget`) took ~40% of the
+    /// hub's CPU per event (openclaw-ship-bench, docs/benchmarks.md 2026-12-07).
+    pub const HUB_MEMTABLE_SIZE: ByteSize = ByteSize(32 << 20);
     pub fn journal_size() -> ByteSize {
         ByteSize(MIN_JOURNAL_BYTES)
     }
@@ -465,9 +475,17 @@ pub trait NodeConfig: DeserializeOwned {
     fn paths_mut(&mut self) -> (&mut PathBuf, &mut TlsSection);
     /// `node.runtime_threads`: the async runtime's worker threads, 0 for one per CPU core.
     fn runtime_threads(&self) -> usize;
+    /// `[storage]`, to fill in this daemon's defaults.
+    fn storage_mut(&mut self) -> &mut StorageSection;
+    /// `storage.memtable_size` when the file does not set it.
+    const DEFAULT_MEMTABLE_SIZE: ByteSize;
 
     fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut config: Self = load_toml(path)?;
+        config
+            .storage_mut()
+            .memtable_size
+            .get_or_insert(Self::DEFAULT_MEMTABLE_SIZE);
         config.validate(path)?;
         let (data_dir, tls) = config.paths_mut();
         resolve_node_paths(path, data_dir, tls);

@@ -126,7 +126,7 @@ fn validate_shared(
 
 /// Both daemons' shapes have the same shared sections under the same names.
 macro_rules! node_config_of_shape {
-    ($shape:ty) => {
+    ($shape:ty, $memtable:ident) => {
         impl NodeConfig for $shape {
             fn validate(&self, path: &Path) -> Result<(), ConfigError> {
                 let c = self;
@@ -148,12 +148,16 @@ macro_rules! node_config_of_shape {
             fn runtime_threads(&self) -> usize {
                 self.node.runtime_threads
             }
+            fn storage_mut(&mut self) -> &mut StorageSection {
+                &mut self.storage
+            }
+            const DEFAULT_MEMTABLE_SIZE: ByteSize = shared::config::defaults::$memtable;
         }
     };
 }
 
-node_config_of_shape!(EdgeShape);
-node_config_of_shape!(HubShape);
+node_config_of_shape!(EdgeShape, MEMTABLE_SIZE);
+node_config_of_shape!(HubShape, HUB_MEMTABLE_SIZE);
 
 fn assert_absolute(data_dir: &Path, tls: &TlsSection) {
     for p in [data_dir, &tls.ca, &tls.cert, &tls.key] {

@@ -178,7 +178,7 @@ impl Store {
             .worker_threads(options.worker_threads)
             .manual_journal_persist(true)
             .open()?;
-        let memtable = options.memtable_size.0;
+        let memtable = options.memtable_bytes();
         let meta_memtable = memtable.min(META_MEMTABLE_BYTES);
         // fjall keeps a keyspace's memtable size from its creation: the options apply to a
         // new store only.
@@ -445,7 +445,7 @@ mod tests {
         let store = Store::open(dir.path(), &options).expect("store");
         let record = [7u8; 200];
         let written = 5 << 19;
-        assert!(written < options.memtable_size.0 && written > 2 * META_MEMTABLE_BYTES);
+        assert!(written < options.memtable_bytes() && written > 2 * META_MEMTABLE_BYTES);
         for _ in 0..written / record.len() as u64 {
             store
                 .ks
