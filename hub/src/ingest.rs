@@ -17,15 +17,29 @@ use shared::ship::ShipReply;
 use shared::transport::StreamEnd;
 use shared::types::{CommandResponse, Op};
 use shared::wire::{read_frame, write_frame, Request, ShipFrame, WireError};
+use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::config::HubSection;
 use crate::hub::HUB;
 
+/// Shipped batches one hub node proposes at once, over all its sessions; the others wait
+/// their turn (first come, first served) before their proposal starts. Unbounded, every
+/// session of a 100-site drain proposed its batch at once: the leader's queue held a few
+/// seconds of work, commits passed the write timeout, each timeout closed a session, and its
+/// edge reconnected and sent its window again, which the queue then held too (128 sessions
+/// closed that way in one 2M-event drain, docs/benchmarks.md 2026-12-07). Bounded, a batch
+/// waits before it is proposed, where no timeout runs, and the queue at the leader stays
+/// short (this many batches from each hub node, ~1 s of work for three nodes at 4,096-event
+/// batches) while still holding enough to keep its log, replication and apply busy.
+pub const MAX_INGEST_PROPOSALS_PER_NODE: usize = 4;
+
 pub struct IngestService {
     /// Weak: the group node owns the transport that owns this service.
     node: Weak<GroupNode>,
     owned: HubSection,
+    /// `MAX_INGEST_PROPOSALS_PER_NODE` permits.
+    proposals: Arc<Semaphore>,
 }
 
 impl IngestService {
@@ -33,6 +47,7 @@ impl IngestService {
         IngestService {
             node: Arc::downgrade(node),
             owned,
+            proposals: Arc::new(Semaphore::new(MAX_INGEST_PROPOSALS_PER_NODE)),
         }
     }
 }
@@ -51,6 +66,7 @@ impl ExternalService for IngestService {
     ) -> BoxFuture<'static, StreamEnd> {
         let node = self.node.upgrade();
         let owned = self.owned.clone();
+        let proposals = self.proposals.clone();
         Box::pin(async move {
             let Some(node) = node else {
                 return StreamEnd::Finished;
@@ -66,7 +82,13 @@ impl ExternalService for IngestService {
                         epoch,
                         head_seq,
                     };
-                    serve_session(node, owned, peer, opening, recv, send).await
+                    let session = Session {
+                        node,
+                        owned,
+                        proposals,
+                        peer,
+                    };
+                    serve_session(session, opening, recv, send).await
                 }
                 other => {
                     warn!(%peer, request = ?other, "edge node sent a request other than ShipOpen; refused");
@@ -126,14 +148,26 @@ struct Opening {
     head_seq: u64,
 }
 
-async fn serve_session(
+/// What a session works with.
+struct Session {
     node: Arc<GroupNode>,
     owned: HubSection,
+    proposals: Arc<Semaphore>,
     peer: NodeIdentity,
+}
+
+async fn serve_session(
+    session: Session,
     opening: Opening,
     mut recv: RecvStream,
     mut send: SendStream,
 ) -> StreamEnd {
+    let Session {
+        node,
+        owned,
+        proposals,
+        peer,
+    } = session;
     let Opening {
         site,
         epoch,
@@ -209,7 +243,12 @@ async fn serve_session(
             return StreamEnd::Misbehaved;
         }
         HUB.events.add(batch.events.len() as u64);
-        let reply = match propose(&node, frame.batch).await {
+        let Ok(turn) = proposals.acquire().await else {
+            return StreamEnd::Finished; // never closed
+        };
+        let proposed = propose(&node, frame.batch).await;
+        drop(turn); // not held while the reply waits for the edge to read it
+        let reply = match proposed {
             Ok(reply) => reply,
             Err(e) => {
                 // Unknown outcome: the edge reconnects and resumes from shipped-through.
