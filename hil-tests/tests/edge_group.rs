@@ -1207,3 +1207,51 @@ async fn lossy_slow_duplicating_links_keep_writes_and_reads_correct() {
         assert_reads(&g, node, &acked).await;
     }
 }
+
+/// A write larger than a 1 Mbit/s link carries in a second still commits: the wait for a
+/// replication reply grows with the bytes in flight (`shared/src/network.rs`). With a fixed
+/// 1 s wait, the stream carrying the entry was given up before its reply could arrive and
+/// the same request was sent again, indefinitely.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_write_commits_over_a_one_megabit_link() {
+    use openclaw_hil_tests::relay::Faults;
+    let (_dir, g) = group(
+        3,
+        GroupOptions {
+            relays: true,
+            heartbeat: "100ms",
+            // Bulk data queues in the link ahead of heartbeats: this test is about
+            // replication, not about elections on a saturated link.
+            election_timeout: "10s",
+            write_timeout: "30s",
+            ..GroupOptions::default()
+        },
+    )
+    .await;
+    let leader = g.leader(&[1, 2, 3]).await.expect("leader");
+    g.set_faults(Faults {
+        delay: Duration::from_millis(10),
+        bandwidth_bytes_per_sec: 125_000,
+        ..Faults::default()
+    })
+    .expect("faults");
+    // ~3.3 s on the wire to each follower.
+    let value = "x".repeat(400 * 1024);
+    let a = put(&g, leader, "large", &value, &[]).await;
+    assert_eq!(
+        a.status,
+        200,
+        "{}\nleader {leader}:\n{}",
+        a.text(),
+        g.log_tail(leader, 30)
+    );
+    g.heal();
+    for node in [1, 2, 3] {
+        let what = format!("node {node} to hold the large value");
+        wait_until(CATCH_UP, &what, || async {
+            get(&g, node, "large", "stale").await.text() == value
+        })
+        .await
+        .expect("caught up");
+    }
+}

@@ -6,8 +6,8 @@
 //! RPC stream after an `InstallSnapshot` header.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
@@ -26,7 +26,7 @@ use crate::limits::{ENTRY_OVERHEAD_BYTES, MAX_FRAME_BYTES};
 use crate::store::SnapshotData;
 use crate::transport::{Transport, TransportError};
 use crate::types::{Entry, NodeAddr, NodeId, Snapshot, TypeConfig, Vote};
-use crate::wire::{read_frame, write_frame, Request, Response, WireError};
+use crate::wire::{encode, read_frame, Request, Response, WireError};
 
 /// Replies of a pipelined replication stream, in request order.
 type ReplyStream<'s> = BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>;
@@ -157,7 +157,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 )
                 .await
                 .map_err(rpc_error)?;
-            let outstanding = Arc::new(AtomicUsize::new(0));
+            let outstanding = Arc::new(Outstanding::new(Instant::now()));
             let writer = tokio::spawn(write_requests(input, send, outstanding.clone()));
             let state = ReplyState {
                 recv,
@@ -254,6 +254,72 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
 /// plus a busy debug build can exceed a heartbeat-sized TTL without anything being wrong).
 const MIN_STREAM_REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The slowest link replication keeps working over: the wait for a streamed reply grows by
+/// the time the requests outstanding on the stream take to cross such a link. With a fixed
+/// wait, one AppendEntries frame (up to `APPEND_BUDGET_BYTES`, 16 s at 1 Mbit/s) could
+/// never be answered in time; openraft restarted the stream and sent the same request
+/// again, and commits waited until it happened to send smaller ones (openclaw-ship-bench's
+/// slow-link rows, docs/benchmarks.md 2026-12-07). A longer wait does not delay noticing a
+/// dead peer: its connection closes after the QUIC idle timeout, which ends the stream.
+const MIN_REPLICATION_BYTES_PER_SEC: u64 = 64 * 1024;
+
+/// How long to wait for the next reply of a replication stream with `outstanding_bytes` of
+/// requests unanswered.
+fn reply_deadline(base: std::time::Duration, outstanding_bytes: u64) -> std::time::Duration {
+    base + std::time::Duration::from_secs_f64(
+        outstanding_bytes as f64 / MIN_REPLICATION_BYTES_PER_SEC as f64,
+    )
+}
+
+/// The requests written to one replication stream and not yet answered (their encoded
+/// sizes and when they were written, oldest first: replies come in request order), and when
+/// the last reply came.
+struct Outstanding {
+    inner: std::sync::Mutex<OutstandingInner>,
+}
+
+struct OutstandingInner {
+    requests: std::collections::VecDeque<(usize, Instant)>,
+    last_reply: Instant,
+}
+
+impl Outstanding {
+    fn new(now: Instant) -> Self {
+        Outstanding {
+            inner: std::sync::Mutex::new(OutstandingInner {
+                requests: std::collections::VecDeque::new(),
+                last_reply: now,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutstandingInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn sent(&self, bytes: usize, now: Instant) {
+        self.lock().requests.push_back((bytes, now));
+    }
+
+    fn answered(&self, now: Instant) {
+        let mut inner = self.lock();
+        inner.requests.pop_front();
+        inner.last_reply = now;
+    }
+
+    /// When the next reply is overdue (None: nothing is outstanding). The oldest request's
+    /// reply is next; the clock runs from when it was written or from the last reply, if
+    /// that came later, and the wait covers every byte outstanding (`reply_deadline`).
+    fn overdue_at(&self, base: std::time::Duration) -> Option<Instant> {
+        let inner = self.lock();
+        let (_, oldest) = inner.requests.front()?;
+        let bytes = inner.requests.iter().map(|(b, _)| *b as u64).sum();
+        Some((*oldest).max(inner.last_reply) + reply_deadline(base, bytes))
+    }
+}
+
 /// Aborts the request-writing task when the reply stream is dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -266,7 +332,7 @@ impl Drop for AbortOnDrop {
 /// Writes AppendEntries requests onto the replication stream until the input ends, a
 /// request had to be cut to fit a frame (its reply is partial and ends the pipeline), or the
 /// stream breaks.
-async fn write_requests<S>(mut input: S, mut send: quinn::SendStream, outstanding: Arc<AtomicUsize>)
+async fn write_requests<S>(mut input: S, mut send: quinn::SendStream, outstanding: Arc<Outstanding>)
 where
     S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Unpin,
 {
@@ -274,8 +340,11 @@ where
         let fit = entries_that_fit(&request.entries);
         let cut = fit < request.entries.len();
         request.entries.truncate(fit);
-        outstanding.fetch_add(1, Ordering::AcqRel);
-        if write_frame(&mut send, &request).await.is_err() || cut {
+        let Ok(frame) = encode(&request) else {
+            break; // cannot happen for a request cut to fit; the reader sees the stream end
+        };
+        outstanding.sent(frame.len(), Instant::now());
+        if send.write_all(&frame).await.is_err() || cut {
             break;
         }
     }
@@ -284,7 +353,8 @@ where
 
 struct ReplyState {
     recv: quinn::RecvStream,
-    outstanding: Arc<AtomicUsize>,
+    outstanding: Arc<Outstanding>,
+    /// The wait for a reply when nothing is in flight (`reply_deadline` adds to it).
     reply_timeout: std::time::Duration,
     _writer: AbortOnDrop,
     done: bool,
@@ -299,25 +369,95 @@ async fn next_reply(
     if state.done {
         return None;
     }
-    loop {
-        let read = tokio::time::timeout(state.reply_timeout, read_frame(&mut state.recv)).await;
-        let reply = match read {
-            Err(_) if state.outstanding.load(Ordering::Acquire) == 0 => continue, // idle
-            Err(_) => Err(RPCError::Network(NetworkError::from_string(format!(
-                "no replication reply within {:?}",
-                state.reply_timeout
-            )))),
-            Ok(Err(WireError::Io(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return None
+    let base = state.reply_timeout;
+    let read = {
+        // One read, kept across the waits below: a frame is never cut off half-read.
+        let read = read_frame(&mut state.recv);
+        tokio::pin!(read);
+        loop {
+            // Nothing outstanding: look again after the base wait.
+            let wait = state
+                .outstanding
+                .overdue_at(base)
+                .map_or(base, |at| at.saturating_duration_since(Instant::now()));
+            match tokio::time::timeout(wait, &mut read).await {
+                Ok(read) => break Some(read),
+                // A request written or answered meanwhile moves the deadline.
+                Err(_) => match state.outstanding.overdue_at(base) {
+                    Some(at) if Instant::now() >= at => break None,
+                    _ => continue,
+                },
             }
-            Ok(Err(e)) => Err(RPCError::Network(NetworkError::from_string(e.to_string()))),
-            Ok(Ok(result)) => {
-                state.outstanding.fetch_sub(1, Ordering::AcqRel);
-                Ok(result)
-            }
-        };
-        // A transport error or a refusal (conflict, higher vote) ends the pipeline.
-        state.done = !matches!(reply, Ok(Ok(_)));
-        return Some((reply, state));
+        }
+    };
+    let reply = match read {
+        None => Err(RPCError::Network(NetworkError::from_string(
+            "no replication reply in time for the bytes outstanding".to_owned(),
+        ))),
+        Some(Err(WireError::Io(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return None
+        }
+        Some(Err(e)) => Err(RPCError::Network(NetworkError::from_string(e.to_string()))),
+        Some(Ok(result)) => {
+            state.outstanding.answered(Instant::now());
+            Ok(result)
+        }
+    };
+    // A transport error or a refusal (conflict, higher vote) ends the pipeline.
+    state.done = !matches!(reply, Ok(Ok(_)));
+    Some((reply, state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_reply_wait_covers_a_full_frame_on_a_slow_link() {
+        let base = MIN_STREAM_REPLY_TIMEOUT;
+        assert_eq!(
+            reply_deadline(base, 0),
+            base,
+            "nothing in flight: the base wait"
+        );
+        let one_mbit = 125_000.0;
+        let full_frame = APPEND_BUDGET_BYTES as u64;
+        assert!(
+            reply_deadline(base, full_frame)
+                > Duration::from_secs_f64(full_frame as f64 / one_mbit),
+            "a full AppendEntries frame crosses 1 Mbit/s before its reply is given up on"
+        );
+    }
+
+    #[test]
+    fn the_next_reply_is_due_by_the_bytes_outstanding_from_the_last_progress() {
+        let base = MIN_STREAM_REPLY_TIMEOUT;
+        let t0 = Instant::now();
+        let outstanding = Outstanding::new(t0);
+        assert_eq!(outstanding.overdue_at(base), None, "nothing outstanding");
+        let t1 = t0 + Duration::from_secs(5);
+        outstanding.sent(640 * 1024, t1);
+        assert_eq!(
+            outstanding.overdue_at(base),
+            Some(t1 + base + Duration::from_secs(10))
+        );
+        outstanding.sent(64 * 1024, t1 + Duration::from_secs(1));
+        assert_eq!(
+            outstanding.overdue_at(base),
+            Some(t1 + base + Duration::from_secs(11)),
+            "a later request adds its bytes, the clock still runs from the oldest"
+        );
+        let t2 = t1 + Duration::from_secs(8);
+        outstanding.answered(t2);
+        assert_eq!(
+            outstanding.overdue_at(base),
+            Some(t2 + base + Duration::from_secs(1)),
+            "after a reply the clock runs from that reply"
+        );
+        outstanding.answered(t2);
+        assert_eq!(outstanding.overdue_at(base), None);
+        outstanding.answered(t2); // a reply with nothing outstanding does not underflow
+        assert_eq!(outstanding.overdue_at(base), None);
     }
 }
