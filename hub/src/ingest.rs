@@ -33,6 +33,10 @@ use crate::hub::HUB;
 /// short (this many batches from each hub node, ~1 s of work for three nodes at 4,096-event
 /// batches) while still holding enough to keep its log, replication and apply busy.
 pub const MAX_INGEST_PROPOSALS_PER_NODE: usize = 4;
+const _: () = assert!(
+    MAX_INGEST_PROPOSALS_PER_NODE >= 1,
+    "no permit: ingest would stall"
+);
 
 pub struct IngestService {
     /// Weak: the group node owns the transport that owns this service.

@@ -262,6 +262,7 @@ const MIN_STREAM_REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_
 /// slow-link rows, docs/benchmarks.md 2026-12-07). A longer wait does not delay noticing a
 /// dead peer: its connection closes after the QUIC idle timeout, which ends the stream.
 const MIN_REPLICATION_BYTES_PER_SEC: u64 = 64 * 1024;
+const _: () = assert!(MIN_REPLICATION_BYTES_PER_SEC > 0);
 
 /// How long to wait for the next reply of a replication stream with `outstanding_bytes` of
 /// requests unanswered.
