@@ -12,6 +12,7 @@ mod dirs;
 mod log;
 mod log_sizes;
 mod machine;
+mod memtable_record;
 mod restore;
 mod snapshot;
 mod state;
@@ -26,6 +27,7 @@ pub use self::dirs::clear_interrupted_creation;
 pub use self::log::{LogReader, LogStore};
 pub use self::log_sizes::LogSizes;
 pub use self::machine::StateMachine;
+pub use self::memtable_record::MEMTABLE_BYTES_BEFORE_RECORD;
 pub use self::restore::Restored;
 pub use self::snapshot::{SnapshotData, SnapshotFile, StateDigest};
 pub use self::state::{
@@ -179,6 +181,7 @@ impl Store {
             .manual_journal_persist(true)
             .open()?;
         let memtable = options.memtable_bytes();
+        let log_created_now = !db.keyspace_exists("log");
         let meta_memtable = memtable.min(META_MEMTABLE_BYTES);
         // fjall keeps a keyspace's memtable size from its creation: the options apply to a
         // new store only.
@@ -215,8 +218,17 @@ impl Store {
         if keyspaces_dir.is_dir() {
             dirs::sync_dir(&keyspaces_dir)?;
         }
+        let log_memtable =
+            memtable_record::log_memtable_bytes(&ks.db, &ks.raft_meta, log_created_now, memtable)?;
+        if log_memtable != memtable {
+            tracing::info!(
+                configured = memtable,
+                kept = log_memtable,
+                "storage.memtable_size applies to new stores only: this one keeps the memtables it was created with, and its log is retained by them"
+            );
+        }
         let syncer = Syncer::start(ks.db.clone(), !options.unsafe_no_fsync);
-        let log_budget = LogByteBudget::of_memtable(memtable);
+        let log_budget = LogByteBudget::of_memtable(log_memtable);
         Ok(Store {
             ks: Arc::new(ks),
             syncer,
