@@ -56,6 +56,17 @@ pub fn share_of_cores(nodes: u64) -> usize {
     (cores / nodes.max(1) as usize).max(1)
 }
 
+/// A new CA in `dir/ca` (one per lab: every group's certificates chain to it).
+pub fn make_ca(dir: &Path) -> anyhow::Result<PathBuf> {
+    let ca = dir.join("ca");
+    run(
+        &binary("openclaw-edge", "OPENCLAW_EDGE_BIN")?,
+        &["certs", "ca", "--dir"],
+        &ca,
+    )?;
+    Ok(ca)
+}
+
 pub fn site_name(i: u64) -> String {
     format!("site-{i}")
 }
@@ -64,12 +75,7 @@ impl Lab {
     /// Starts the hub (if any) and then every site, and waits until all serve.
     pub async fn start(dir: &Path, options: LabOptions) -> anyhow::Result<Lab> {
         std::fs::create_dir_all(dir)?;
-        let ca = dir.join("ca");
-        run(
-            &binary("openclaw-edge", "OPENCLAW_EDGE_BIN")?,
-            &["certs", "ca", "--dir"],
-            &ca,
-        )?;
+        let ca = make_ca(dir)?;
         let mut lab = Lab {
             dir: dir.to_owned(),
             hub: None,

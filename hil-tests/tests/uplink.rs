@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use openclaw_hil_tests::lab::site_name;
+use openclaw_hil_tests::lab::{make_ca, site_name};
 use openclaw_hil_tests::{request, wait_until, GroupOptions, Lab, LabGroup, LabOptions};
 use reqwest::Method;
 use serde_json::Value;
@@ -650,15 +650,9 @@ mod hostile {
 /// ingests only those, and refuses a site it does not own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hub_groups_split_the_sites_and_refuse_sites_they_do_not_own() {
-    use openclaw_hil_tests::{binary, run, GroupKind, UplinkOptions};
+    use openclaw_hil_tests::{GroupKind, UplinkOptions};
     let dir = tempfile::tempdir().expect("tempdir");
-    let ca = dir.path().join("ca");
-    run(
-        &binary("openclaw-edge", "OPENCLAW_EDGE_BIN").expect("bin"),
-        &["certs", "ca", "--dir"],
-        &ca,
-    )
-    .expect("ca");
+    let ca = make_ca(dir.path()).expect("ca");
     let mut hubs = Vec::new();
     for (g, owned) in [(1u32, "site-1"), (2, "site-2")] {
         let options = GroupOptions {
@@ -726,4 +720,111 @@ async fn hub_groups_split_the_sites_and_refuse_sites_they_do_not_own() {
     })
     .await
     .expect("refusal visible in status");
+}
+
+/// Appends one event to each site (its node 1), recording what was acknowledged.
+async fn append_to_each(sites: &[LabGroup], acked: &mut [BTreeMap<u64, String>], round: usize) {
+    for (site, acked) in sites.iter().zip(acked.iter_mut()) {
+        let data = format!("{}-{round}", site.options.site);
+        let (status, body, _) = append(site, 1, &data, &data).await;
+        assert_eq!(status, 200, "{body}");
+        acked.insert(body["seq"].as_u64().expect("seq"), data);
+    }
+}
+
+/// Ingest admission (`hub/src/ingest.rs: MAX_INGEST_PROPOSALS_PER_NODE`): six sites ship to
+/// one hub node, the hub group's leader, while it cannot commit (cut off from the other two).
+/// Four batches are proposed; the other two wait for a turn with their sessions open and no
+/// timeout running. Healed, every event of every site lands once, in order, and the node
+/// never had more than four proposals in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hub_node_proposes_four_batches_at_once_and_the_rest_wait_their_turn() {
+    use openclaw_hil_tests::{GroupKind, UplinkOptions};
+    const SITES: u32 = 6;
+    /// `MAX_INGEST_PROPOSALS_PER_NODE` (hil-tests drives the binaries, not the hub crate).
+    const TURNS: f64 = 4.0;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = make_ca(dir.path()).expect("ca");
+    let hub_options = GroupOptions {
+        kind: GroupKind::Hub,
+        site: "hub".into(),
+        ip_base: 1 << 16,
+        ca_dir: Some(ca.clone()),
+        relays: true,
+        // Longer than the wait for the stalled state below: the four proposals in flight
+        // must still be pending when it is looked at.
+        write_timeout: "20s",
+        ..fast()
+    };
+    let hub = LabGroup::start(&dir.path().join("hub"), 3, hub_options)
+        .await
+        .expect("hub");
+    hub.wait_ready(&hub.ids()).await.expect("hub ready");
+    let leader = hub.leader(&hub.ids()).await.expect("hub leader");
+    let others: Vec<u64> = hub.ids().into_iter().filter(|id| *id != leader).collect();
+    let mut uplink = UplinkOptions::to(&hub);
+    uplink.hubs.retain(|(id, _)| *id == leader);
+    let mut sites = Vec::new();
+    for i in 1..=SITES {
+        let options = GroupOptions {
+            site: site_name(i.into()),
+            ip_base: 16 * i,
+            ca_dir: Some(ca.clone()),
+            uplink: Some(uplink.clone()),
+            ..fast()
+        };
+        let site = LabGroup::start(&dir.path().join(site_name(i.into())), 1, options)
+            .await
+            .expect("site");
+        site.wait_ready(&site.ids()).await.expect("site ready");
+        sites.push(site);
+    }
+    let mut acked = vec![BTreeMap::new(); sites.len()];
+    append_to_each(&sites, &mut acked, 0).await;
+    for site in &sites {
+        assert_eq!(wait_fully_shipped(&hub, site).await, 1);
+    }
+    let sessions = hub
+        .metric(leader, "openclaw_hub_ship_sessions_open")
+        .await
+        .expect("sessions");
+    assert_eq!(sessions, f64::from(SITES), "one session per site");
+
+    hub.partition(&[leader], &others).expect("partition");
+    append_to_each(&sites, &mut acked, 1).await;
+    let metric = |name: &'static str| hub.metric(leader, name);
+    wait_until(CATCH_UP, "four batches proposed, two waiting", || async {
+        let in_flight = metric("openclaw_hub_ingest_proposals_in_flight").await;
+        let waiting = metric("openclaw_hub_ingest_proposals_waiting").await;
+        matches!((in_flight, waiting), (Ok(f), Ok(w)) if f == TURNS && w == f64::from(SITES) - TURNS)
+    })
+    .await
+    .expect("admission under contention");
+    assert_eq!(
+        metric("openclaw_hub_ship_sessions_open")
+            .await
+            .expect("sessions"),
+        f64::from(SITES),
+        "waiting sessions stay open"
+    );
+
+    hub.heal();
+    for (site, acked) in sites.iter().zip(&acked) {
+        let last = wait_fully_shipped(&hub, site).await;
+        assert_eq!(last, 2);
+        assert_exactly_once(&hub, &site.options.site, last, acked).await;
+    }
+    assert_eq!(
+        metric("openclaw_hub_ingest_proposals_in_flight_max")
+            .await
+            .expect("max"),
+        TURNS,
+        "never more proposals in flight than turns"
+    );
+    assert!(
+        metric("openclaw_hub_ingest_proposal_waits_total")
+            .await
+            .expect("waits")
+            >= f64::from(SITES) - TURNS
+    );
 }

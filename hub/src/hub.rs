@@ -27,6 +27,10 @@ pub struct HubMetrics {
     pub fenced: Counter,
     pub forbidden: Counter,
     pub bad_batches: Counter,
+    pub proposals_in_flight: Gauge,
+    pub proposals_in_flight_max: Gauge,
+    pub proposals_waiting: Gauge,
+    pub proposal_waits: Counter,
 }
 
 pub static HUB: HubMetrics = HubMetrics {
@@ -66,6 +70,22 @@ pub static HUB: HubMetrics = HubMetrics {
         "openclaw_hub_ship_bad_batches_total",
         "Connections closed for an undecodable, oversize or invalid batch",
     ),
+    proposals_in_flight: Gauge::new(
+        "openclaw_hub_ingest_proposals_in_flight",
+        "Shipped batches (and session openings) this hub node is committing now",
+    ),
+    proposals_in_flight_max: Gauge::new(
+        "openclaw_hub_ingest_proposals_in_flight_max",
+        "Most shipped batches this hub node committed at once since it started (at most MAX_INGEST_PROPOSALS_PER_NODE)",
+    ),
+    proposals_waiting: Gauge::new(
+        "openclaw_hub_ingest_proposals_waiting",
+        "Shipped batches (and session openings) waiting for their turn to be proposed on this hub node",
+    ),
+    proposal_waits: Counter::new(
+        "openclaw_hub_ingest_proposal_waits_total",
+        "Shipped batches (and session openings) that waited for their turn to be proposed",
+    ),
 };
 
 impl HubMetrics {
@@ -79,10 +99,18 @@ impl HubMetrics {
             &self.fenced,
             &self.forbidden,
             &self.bad_batches,
+            &self.proposal_waits,
         ] {
             counter.render(out);
         }
-        self.sessions_open.render(out);
+        for gauge in [
+            &self.sessions_open,
+            &self.proposals_in_flight,
+            &self.proposals_in_flight_max,
+            &self.proposals_waiting,
+        ] {
+            gauge.render(out);
+        }
     }
 }
 

@@ -11,20 +11,21 @@ use futures::future::BoxFuture;
 use quinn::{RecvStream, SendStream};
 use shared::group::{ExternalService, GroupNode};
 use shared::identity::{NodeIdentity, Role};
-use shared::metrics::SHARED;
+use shared::metrics::{GaugeHold, SHARED};
 use shared::ship::codec::{self, ShipBatch};
 use shared::ship::ShipReply;
 use shared::transport::StreamEnd;
 use shared::types::{CommandResponse, Op};
 use shared::wire::{read_frame, write_frame, Request, ShipFrame, WireError};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit, TryAcquireError};
 use tracing::{info, warn};
 
 use crate::config::HubSection;
 use crate::hub::HUB;
 
-/// Shipped batches one hub node proposes at once, over all its sessions; the others wait
-/// their turn (first come, first served) before their proposal starts. Unbounded, every
+/// Shipped batches (and session openings, each a proposal too) one hub node proposes at
+/// once, over all its sessions; the others wait their turn (first come, first served)
+/// before their proposal starts. Unbounded, every
 /// session of a 100-site drain proposed its batch at once: the leader's queue held a few
 /// seconds of work, commits passed the write timeout, each timeout closed a session, and its
 /// edge reconnected and sent its window again, which the queue then held too (128 sessions
@@ -129,20 +130,46 @@ async fn refuse(mut send: SendStream, reason: String) -> StreamEnd {
     StreamEnd::Finished
 }
 
-/// Counts a session as open for as long as it is served.
-struct OpenSession;
-
-impl OpenSession {
-    fn new() -> Self {
-        HUB.sessions_open.add(1);
-        OpenSession
-    }
+/// A session's turn to propose: one of the node's `MAX_INGEST_PROPOSALS_PER_NODE` permits,
+/// counted in flight while held. The count is dropped before the permit (field order), so
+/// the gauge never shows more than the permits.
+struct Turn<'a> {
+    _in_flight: GaugeHold,
+    _permit: SemaphorePermit<'a>,
 }
 
-impl Drop for OpenSession {
-    fn drop(&mut self) {
-        HUB.sessions_open.sub(1);
-    }
+/// Waits (first come, first served) for a turn; `None` only if the permits are closed, which
+/// they never are.
+async fn take_turn(proposals: &Semaphore) -> Option<Turn<'_>> {
+    let permit = match proposals.try_acquire() {
+        Ok(permit) => permit,
+        Err(TryAcquireError::Closed) => return None,
+        Err(TryAcquireError::NoPermits) => {
+            HUB.proposal_waits.inc();
+            let _waiting = HUB.proposals_waiting.hold();
+            proposals.acquire().await.ok()?
+        }
+    };
+    let in_flight = HUB.proposals_in_flight.hold();
+    HUB.proposals_in_flight_max
+        .raise_to(HUB.proposals_in_flight.get());
+    Some(Turn {
+        _in_flight: in_flight,
+        _permit: permit,
+    })
+}
+
+/// Commits a batch in its turn. The turn is not held while the reply waits for the edge
+/// to read it.
+async fn propose_in_turn(
+    node: &GroupNode,
+    proposals: &Semaphore,
+    batch: Vec<u8>,
+) -> Result<ShipReply, String> {
+    let Some(_turn) = take_turn(proposals).await else {
+        return Err("ingest admission closed".into());
+    };
+    propose(node, batch).await
 }
 
 /// What an edge leader says when it opens a session.
@@ -194,7 +221,7 @@ async fn serve_session(
         .await;
     }
     HUB.sessions.inc();
-    let _open = OpenSession::new();
+    let _open = HUB.sessions_open.hold();
     let opening = ShipBatch {
         site: site.clone(),
         epoch,
@@ -205,7 +232,7 @@ async fn serve_session(
     let Ok(opening) = codec::encode(&opening) else {
         return StreamEnd::Finished;
     };
-    let reply = match propose(&node, opening).await {
+    let reply = match propose_in_turn(&node, &proposals, opening).await {
         Ok(reply) => reply,
         Err(e) => {
             info!(%peer, error = %e, "could not open a shipping session now");
@@ -247,12 +274,7 @@ async fn serve_session(
             return StreamEnd::Misbehaved;
         }
         HUB.events.add(batch.events.len() as u64);
-        let Ok(turn) = proposals.acquire().await else {
-            return StreamEnd::Finished; // never closed
-        };
-        let proposed = propose(&node, frame.batch).await;
-        drop(turn); // not held while the reply waits for the edge to read it
-        let reply = match proposed {
+        let reply = match propose_in_turn(&node, &proposals, frame.batch).await {
             Ok(reply) => reply,
             Err(e) => {
                 // Unknown outcome: the edge reconnects and resumes from shipped-through.

@@ -67,6 +67,15 @@ impl Gauge {
     pub fn get(&self) -> u64 {
         self.value.load(Ordering::Relaxed)
     }
+    /// Raises the gauge to `v` if it is lower (a high-water mark).
+    pub fn raise_to(&self, v: u64) {
+        self.value.fetch_max(v, Ordering::Relaxed);
+    }
+    /// Counts one for as long as the returned guard lives (a drop on any path undoes it).
+    pub fn hold(&'static self) -> GaugeHold {
+        self.add(1);
+        GaugeHold(self)
+    }
     pub fn render(&self, out: &mut String) {
         let _ = writeln!(
             out,
@@ -75,6 +84,16 @@ impl Gauge {
             self.help,
             self.get()
         );
+    }
+}
+
+/// See [`Gauge::hold`].
+#[must_use = "the gauge counts only while this lives"]
+pub struct GaugeHold(&'static Gauge);
+
+impl Drop for GaugeHold {
+    fn drop(&mut self) {
+        self.0.sub(1);
     }
 }
 
