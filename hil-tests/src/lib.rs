@@ -699,6 +699,27 @@ impl LabGroup {
         Ok(())
     }
 
+    /// Freezes node `id` (SIGSTOP): its sockets stay open and its peers' datagrams queue
+    /// unanswered, as on a frozen VM or a hung disk. `resume` undoes it.
+    pub fn pause(&self, id: u64) -> anyhow::Result<()> {
+        self.signal(id, "-STOP")
+    }
+
+    /// SIGCONT after `pause`.
+    pub fn resume(&self, id: u64) -> anyhow::Result<()> {
+        self.signal(id, "-CONT")
+    }
+
+    fn signal(&self, id: u64, signal: &str) -> anyhow::Result<()> {
+        let pid = self.node(id)?.pid().context("node not running")?;
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()?;
+        anyhow::ensure!(status.success(), "kill {signal} {pid}: {status}");
+        Ok(())
+    }
+
     /// Power loss of nodes `ids` at once: each is killed -9, then its disk loses everything
     /// it never fsynced (`GroupOptions::power_cut_disks`). They stay down; `restart` them.
     pub fn power_cut(&mut self, ids: &[u64]) -> anyhow::Result<powercut::CutReport> {

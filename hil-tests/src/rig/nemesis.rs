@@ -10,13 +10,6 @@ use super::{RigReport, BOOT_TIMEOUT};
 use crate::relay::Faults;
 use crate::LabGroup;
 
-fn signal(pid: u32, sig: &str) {
-    let _ = std::process::Command::new("kill")
-        .arg(sig)
-        .arg(pid.to_string())
-        .status();
-}
-
 /// Adds node `joiner` to the group (learner, caught up, promoted to voter) while writes go
 /// on, keeps it for `hold`, then removes it and stops it. Each step is retried until it
 /// succeeds or `MEMBERSHIP_STEP` passes.
@@ -245,10 +238,9 @@ impl Nemesis {
                 format!("kill -9 leader {leader}, restart")
             }
             Family::Pause => {
-                let pid = group.node(victim)?.pid().context("no pid")?;
-                signal(pid, "-STOP");
+                group.pause(victim)?;
                 tokio::time::sleep(half).await;
-                signal(pid, "-CONT");
+                group.resume(victim)?;
                 format!("pause node {victim}")
             }
             Family::LossyLinks => {
