@@ -874,12 +874,26 @@ impl LabGroup {
 
     /// Applies `faults` to every link of the group (each node's relay, both directions).
     pub fn set_faults(&self, faults: relay::Faults) -> anyhow::Result<()> {
+        self.set_faults_for(None, faults)
+    }
+
+    /// Applies `faults` to the links between this group's nodes and `peers` only (e.g. a
+    /// site's uplink at the hub's relays), both directions; the group's own links stay clean.
+    pub fn set_faults_from(&self, peers: &[IpAddr], faults: relay::Faults) -> anyhow::Result<()> {
+        self.set_faults_for(Some(peers.iter().copied().collect()), faults)
+    }
+
+    fn set_faults_for(
+        &self,
+        peers: Option<std::collections::HashSet<IpAddr>>,
+        faults: relay::Faults,
+    ) -> anyhow::Result<()> {
         for node in &self.nodes {
             node.relay
                 .as_ref()
                 .context("group started without relays")?
                 .control
-                .set_faults(faults);
+                .set_faults_for(peers.clone(), faults);
         }
         Ok(())
     }

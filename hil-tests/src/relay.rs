@@ -55,6 +55,8 @@ struct Shared {
     /// Faults on datagrams to the node (`inbound`) and back to clients (`outbound`).
     inbound: Faults,
     outbound: Faults,
+    /// Peers the faults apply to; `None`: every peer.
+    fault_peers: Option<HashSet<IpAddr>>,
     /// When each direction's bandwidth bucket is next free.
     next_free_in: Option<Instant>,
     next_free_out: Option<Instant>,
@@ -100,11 +102,18 @@ impl RelayControl {
         s.blocked_in.clear();
         s.blocked_out.clear();
     }
-    /// Sets the faults of both directions.
+    /// Sets the faults of both directions, for every peer.
     pub fn set_faults(&self, faults: Faults) {
+        self.set_faults_for(None, faults);
+    }
+    /// Sets the faults of both directions for datagrams from and to `peers` only (`None`:
+    /// every peer); the others pass clean. Shapes one kind of link (e.g. a site's uplink at
+    /// the hub) and not the others through the same relay (the hub's own Raft links).
+    pub fn set_faults_for(&self, peers: Option<HashSet<IpAddr>>, faults: Faults) {
         let mut s = self.lock();
         s.inbound = faults;
         s.outbound = faults;
+        s.fault_peers = peers;
     }
     pub fn clear_faults(&self) {
         self.set_faults(Faults::default());
@@ -126,9 +135,13 @@ impl RelayControl {
     fn plan(&self, direction: Direction, peer: IpAddr, bytes: usize) -> Option<Vec<Duration>> {
         let (faults, blocked) = {
             let s = self.lock();
-            match direction {
+            let (faults, blocked) = match direction {
                 Direction::ToNode => (s.inbound, s.blocked_in.contains(&peer)),
                 Direction::ToClient => (s.outbound, s.blocked_out.contains(&peer)),
+            };
+            match &s.fault_peers {
+                Some(peers) if !peers.contains(&peer) => (Faults::default(), blocked),
+                _ => (faults, blocked),
             }
         };
         if blocked || (faults.loss > 0.0 && self.random() < faults.loss) {

@@ -72,7 +72,7 @@ pub static HUB: HubMetrics = HubMetrics {
     ),
     proposals_in_flight: Gauge::new(
         "openclaw_hub_ingest_proposals_in_flight",
-        "Shipped batches (and session openings) this hub node is committing now",
+        "Shipped batches this hub node is committing now",
     ),
     proposals_in_flight_max: Gauge::new(
         "openclaw_hub_ingest_proposals_in_flight_max",
@@ -80,11 +80,11 @@ pub static HUB: HubMetrics = HubMetrics {
     ),
     proposals_waiting: Gauge::new(
         "openclaw_hub_ingest_proposals_waiting",
-        "Shipped batches (and session openings) waiting for their turn to be proposed on this hub node",
+        "Shipped batches waiting for their turn to be proposed on this hub node",
     ),
     proposal_waits: Counter::new(
         "openclaw_hub_ingest_proposal_waits_total",
-        "Shipped batches (and session openings) that waited for their turn to be proposed",
+        "Shipped batches that waited for their turn to be proposed",
     ),
 };
 

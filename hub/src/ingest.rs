@@ -23,9 +23,8 @@ use tracing::{info, warn};
 use crate::config::HubSection;
 use crate::hub::HUB;
 
-/// Shipped batches (and session openings, each a proposal too) one hub node proposes at
-/// once, over all its sessions; the others wait their turn (first come, first served)
-/// before their proposal starts. Unbounded, every
+/// Shipped batches one hub node proposes at once, over all its sessions; the others wait
+/// their turn (first come, first served) before their proposal starts. Unbounded, every
 /// session of a 100-site drain proposed its batch at once: the leader's queue held a few
 /// seconds of work, commits passed the write timeout, each timeout closed a session, and its
 /// edge reconnected and sent its window again, which the queue then held too (128 sessions
@@ -33,6 +32,8 @@ use crate::hub::HUB;
 /// waits before it is proposed, where no timeout runs, and the queue at the leader stays
 /// short (this many batches from each hub node, ~1 s of work for three nodes at 4,096-event
 /// batches) while still holding enough to keep its log, replication and apply busy.
+/// Session openings (empty batches) take no turn: queued behind a node's batches, an
+/// opening could wait seconds in a drain of many sites, and the edge gives an opening 10 s.
 pub const MAX_INGEST_PROPOSALS_PER_NODE: usize = 4;
 const _: () = assert!(
     MAX_INGEST_PROPOSALS_PER_NODE >= 1,
@@ -232,7 +233,7 @@ async fn serve_session(
     let Ok(opening) = codec::encode(&opening) else {
         return StreamEnd::Finished;
     };
-    let reply = match propose_in_turn(&node, &proposals, opening).await {
+    let reply = match propose(&node, opening).await {
         Ok(reply) => reply,
         Err(e) => {
             info!(%peer, error = %e, "could not open a shipping session now");

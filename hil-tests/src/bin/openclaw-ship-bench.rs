@@ -15,7 +15,8 @@
 //! - wire bytes per event: the edges' shipped bytes over the events shipped (zstd), and the
 //!   same batch's size uncompressed (postcard), for JSON telemetry; the codec's CPU per event
 //!   to encode and decode that batch, on one thread.
-//! - slow link: catch-up and lag again with every hub link shaped to 1 Mbit/s and 100 ms RTT.
+//! - slow link: catch-up and lag again with the site's uplink (its nodes' links to every hub
+//!   node) shaped to 1 Mbit/s and 100 ms RTT; the hub's own links stay clean, as in a cloud.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -333,7 +334,7 @@ async fn catch_up(
         let site = &lab.sites[0];
         hub.block_sources(&site.ips(), true)?;
         if let Some(f) = faults {
-            hub.set_faults(f)?;
+            hub.set_faults_from(&site.ips(), f)?;
         }
         eprintln!("{label}: loading a backlog of {backlog} events");
         load(&lab, backlog, LOAD_CLIENTS).await?;
@@ -387,7 +388,7 @@ async fn lag(
     let result = async {
         let hub = lab.hub()?;
         if let Some(f) = faults {
-            hub.set_faults(f)?;
+            hub.set_faults_from(&lab.sites[0].ips(), f)?;
         }
         let url = format!("{}/v1/streams/telemetry", lab.sites[0].url(1));
         let acked: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
