@@ -147,6 +147,17 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
     {
         Box::pin(async move {
+            // openraft waits out its backoff after an error (200 ms) inside the request
+            // stream, not before calling here. Dialing first, a peer that refuses at once (a
+            // certificate it rejects, an endpoint closing) was dialed again with no pause:
+            // thousands of failed handshakes and warnings a second. The first request is
+            // taken first, so the backoff runs before each dial.
+            let mut input = input;
+            let Some(first) = input.next().await else {
+                let nothing: ReplyStream<'s> = Box::pin(futures::stream::empty());
+                return Ok(nothing);
+            };
+            let input = futures::stream::once(std::future::ready(first)).chain(input);
             let (send, recv) = self
                 .transport
                 .open_stream(

@@ -224,3 +224,59 @@ async fn a_dial_into_silence_gives_up_at_the_handshake_timeout() {
         .expect("the peer answers now");
     assert!(matches!(answer, Response::ReadIndex(200)), "{answer:?}");
 }
+
+/// openraft waits out its backoff after a failed replication stream (200 ms) inside the
+/// request stream it hands to `stream_append`, not before calling it. So the stream to a peer
+/// is dialed only once its first request exists (`shared/src/network.rs`): dialed first, a
+/// peer that refused at once (a certificate it rejects, an endpoint closing) was dialed again
+/// with no pause, thousands of times a second (seen as ~6,000 warnings a second from a hub
+/// leader whose followers were stopping).
+#[tokio::test]
+async fn a_replication_stream_is_dialed_only_once_its_first_request_exists() {
+    use futures::StreamExt as _;
+    use openraft::network::{RPCOption, RaftNetworkFactory};
+    use openraft::raft::AppendEntriesRequest;
+    use openraft::RaftNetworkV2;
+    use shared::network::NetworkFactory;
+    use shared::types::{NodeAddr, TypeConfig, Vote};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    issue(dir.path(), "s1", &[1]);
+    // Stands where the peer should be: every datagram a dial sends lands here.
+    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let own = NodeIdentity::edge(site("s1"), 1);
+    let mut factory = NetworkFactory::new(client(dir.path(), "s1", 1), own);
+    let addr = NodeAddr {
+        raft: silent.local_addr().expect("addr").to_string(),
+        http: String::new(),
+    };
+    let mut peer = factory.new_client(2, &addr).await;
+    let (requests, input) = futures::channel::mpsc::unbounded();
+    let streaming = tokio::spawn(async move {
+        let option = RPCOption::new(Duration::from_millis(50));
+        match peer.stream_append(input, option).await {
+            Ok(mut replies) => replies.next().await.map(|r| r.is_ok()),
+            Err(_) => None,
+        }
+    });
+
+    let mut datagram = [0u8; 2048];
+    let early = tokio::time::timeout(Duration::from_secs(1), silent.recv_from(&mut datagram)).await;
+    assert!(early.is_err(), "dialed before any request existed");
+
+    requests
+        .unbounded_send(AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new(1, 1),
+            prev_log_id: None,
+            entries: Vec::new(),
+            leader_commit: None,
+        })
+        .expect("send");
+    tokio::time::timeout(CALL_TIMEOUT, silent.recv_from(&mut datagram))
+        .await
+        .expect("dialed once a request exists")
+        .expect("recv");
+    streaming.abort();
+}
