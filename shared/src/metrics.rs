@@ -199,6 +199,7 @@ pub static SHARED: SharedMetrics = SharedMetrics {
 pub struct GroupMetrics {
     pub write_latency: Histogram,
     pub read_barrier_latency: Histogram,
+    pub read_index_rounds: Counter,
     pub forwarded_writes: Counter,
     pub forwarded_batches: Counter,
     pub batch_entries: Counter,
@@ -216,6 +217,10 @@ pub static GROUP: GroupMetrics = GroupMetrics {
     read_barrier_latency: Histogram::new(
         "openclaw_read_barrier_seconds",
         "Time to confirm a linearizable read (read index)",
+    ),
+    read_index_rounds: Counter::new(
+        "openclaw_read_index_rounds_total",
+        "Read-index rounds this node ran (each serves every linearizable read waiting then)",
     ),
     forwarded_writes: Counter::new(
         "openclaw_forwarded_writes_total",
@@ -258,6 +263,7 @@ impl SharedMetrics {
         self.runtime_workers.render(out);
         GROUP.write_latency.render(out);
         GROUP.read_barrier_latency.render(out);
+        GROUP.read_index_rounds.render(out);
         GROUP.forwarded_writes.render(out);
         GROUP.forwarded_batches.render(out);
         GROUP.batch_entries.render(out);

@@ -8,6 +8,7 @@ mod batcher;
 mod forward;
 mod log_retention;
 mod proposer;
+mod read_rounds;
 mod rpc;
 pub mod supervise;
 
@@ -184,6 +185,8 @@ pub struct GroupNode {
     /// Writes this node forwards to the leader, in batches.
     forwarder: Forwarder,
     proposer: Proposer,
+    /// Linearizable reads on this node, in shared read-index rounds.
+    read_rounds: read_rounds::ReadRounds,
 }
 
 /// This node's reading of the group's retention clock: the applied clock it last saw grow,
@@ -295,6 +298,7 @@ impl GroupNode {
             retention_clock,
             forwarder: Forwarder::start(node.clone()),
             proposer: Proposer::start(node.clone()),
+            read_rounds: read_rounds::ReadRounds::default(),
         });
         log_retention::start(
             Arc::downgrade(&node),
@@ -550,25 +554,29 @@ impl GroupNode {
         }
     }
 
-    /// Returns once this node's state includes every write acknowledged before the call.
+    /// The read index from the leader (this node or, forwarded, the one it follows).
+    async fn read_index(&self) -> Result<u64, OpError> {
+        if self.is_leader() {
+            return self.read_index_local().await;
+        }
+        match self.to_leader(&Request::ReadIndex).await {
+            Ok(None) => self.read_index_local().await,
+            Ok(Some(Response::ReadIndex(index))) => Ok(index),
+            Ok(Some(Response::Error(e))) => Err(e.into()),
+            Ok(Some(other)) => Err(OpError::Unavailable(format!("unexpected reply {other:?}"))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Returns once this node's state includes every write acknowledged before the call
+    /// (its read index from a round shared with the reads arriving alongside,
+    /// `read_rounds.rs`).
     pub async fn linearize(&self) -> Result<(), OpError> {
         let timeout = self.settings.read_timeout;
         let started = std::time::Instant::now();
         let result = tokio::time::timeout(timeout, async {
             loop {
-                let index = if self.is_leader() {
-                    self.read_index_local().await
-                } else {
-                    match self.to_leader(&Request::ReadIndex).await {
-                        Ok(None) => self.read_index_local().await,
-                        Ok(Some(Response::ReadIndex(index))) => Ok(index),
-                        Ok(Some(Response::Error(e))) => Err(e.into()),
-                        Ok(Some(other)) => {
-                            Err(OpError::Unavailable(format!("unexpected reply {other:?}")))
-                        }
-                        Err(e) => Err(e),
-                    }
-                };
+                let index = self.read_rounds.read_index(|| self.read_index()).await;
                 match index {
                     Ok(index) => {
                         let waited = self

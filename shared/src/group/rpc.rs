@@ -287,7 +287,13 @@ impl RpcHandler for RpcService {
                         .collect(),
                 )
             }
-            Request::ReadIndex => match self.node.read_index_local().await {
+            // A follower's read shares the leader's rounds with its own reads.
+            Request::ReadIndex => match self
+                .node
+                .read_rounds
+                .read_index(|| self.node.read_index_local())
+                .await
+            {
                 Ok(index) => Response::ReadIndex(index),
                 Err(e) => op_error(e),
             },
