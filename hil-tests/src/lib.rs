@@ -49,6 +49,11 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) as f64 / TICKS_PER_SECOND)
 }
 
+/// The nodes' log filter: `$RUST_LOG`, else the daemons' own default.
+fn rust_log() -> String {
+    std::env::var("RUST_LOG").unwrap_or_else(|_| shared::operator::DEFAULT_LOG_FILTER.into())
+}
+
 /// Finds a daemon binary: `$OPENCLAW_EDGE_BIN`, else next to the running executable or
 /// one directory up (tests run from target/<profile>/deps).
 pub fn binary(name: &str, env: &str) -> anyhow::Result<PathBuf> {
@@ -546,10 +551,7 @@ impl LabGroup {
             .arg("run")
             .arg("--config")
             .arg(node.config_path())
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("RUST_LOG", rust_log())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(log)
             .envs(env)
@@ -631,7 +633,7 @@ impl LabGroup {
                 .context("ssh (API tunnel)")?;
             node.tunnel = Some(tunnel);
         }
-        let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+        let rust_log = rust_log();
         let child = Command::new("ssh")
             .arg("-tt")
             .args(&ssh.args)

@@ -570,11 +570,19 @@ fn discard_partial_store(dir: &std::path::Path, fresh: bool) {
     }
 }
 
+/// The log filter unless `RUST_LOG` says otherwise: this daemon's info lines, its libraries'
+/// warnings. openraft logs ~11 info lines per snapshot and fjall one per keyspace at each
+/// journal rotation; a gateway under load snapshots its log a few times a second
+/// (`LogByteBudget`), which made ~25 lines a second, ~200 MB a day, for journald to write
+/// to flash. Leader changes, which openraft's info lines also told, are logged by
+/// `supervise::start_leadership_metrics`.
+pub const DEFAULT_LOG_FILTER: &str = "info,openraft=warn,fjall=warn,lsm_tree=warn";
+
 /// Logs through `tracing` to stderr: colours only on a terminal; under systemd or a lab, one
-/// plain line per event. `RUST_LOG` overrides the level.
+/// plain line per event. `RUST_LOG` overrides `DEFAULT_LOG_FILTER`.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -767,5 +775,25 @@ where
             eprintln!("error: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The default filter parses, and keeps this daemon's info lines while dropping the
+    /// libraries' (a typo in a directive would silently log everything at error only).
+    #[test]
+    fn the_default_log_filter_keeps_our_info_and_the_libraries_warnings() {
+        let filter = tracing_subscriber::EnvFilter::try_new(DEFAULT_LOG_FILTER).expect("parses");
+        let text = filter.to_string();
+        for directive in ["openraft=warn", "fjall=warn", "lsm_tree=warn"] {
+            assert!(text.contains(directive), "{text}");
+        }
+        assert_eq!(
+            filter.max_level_hint(),
+            Some(tracing::level_filters::LevelFilter::INFO)
+        );
     }
 }

@@ -51,7 +51,8 @@ pub fn start_watchdog(node: Arc<GroupNode>) {
     });
 }
 
-/// Counts leader changes and elections (term changes) for `/metrics`.
+/// Counts leader changes and elections (term changes) for `/metrics`, and logs each
+/// change of leader.
 pub fn start_leadership_metrics(node: Arc<GroupNode>) {
     tokio::spawn(async move {
         let mut metrics = node.raft.metrics();
@@ -68,6 +69,10 @@ pub fn start_leadership_metrics(node: Arc<GroupNode>) {
             if m.current_leader != leader {
                 GROUP.leader_changes.inc();
                 leader = m.current_leader;
+                match leader {
+                    Some(id) => info!(leader = id, term, "the group has a new leader"),
+                    None => info!(term, "the group has no leader now"),
+                }
             }
         }
     });
