@@ -18,6 +18,8 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+pub use nix::sys::signal::Signal;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -52,6 +54,14 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 /// The nodes' log filter: `$RUST_LOG`, else the daemons' own default.
 fn rust_log() -> String {
     std::env::var("RUST_LOG").unwrap_or_else(|_| shared::operator::DEFAULT_LOG_FILTER.into())
+}
+
+/// Sends `signal` to process `pid` (kill(2) through nix: no `kill` binary needed, which a
+/// minimal Debian lacks without procps).
+pub fn send_signal(pid: u32, signal: Signal) -> anyhow::Result<()> {
+    let pid = i32::try_from(pid).context("pid out of range")?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+        .with_context(|| format!("kill {signal} {pid}"))
 }
 
 /// Finds a daemon binary: `$OPENCLAW_EDGE_BIN`, else next to the running executable or
@@ -704,22 +714,17 @@ impl LabGroup {
     /// Freezes node `id` (SIGSTOP): its sockets stay open and its peers' datagrams queue
     /// unanswered, as on a frozen VM or a hung disk. `resume` undoes it.
     pub fn pause(&self, id: u64) -> anyhow::Result<()> {
-        self.signal(id, "-STOP")
+        self.signal(id, Signal::SIGSTOP)
     }
 
     /// SIGCONT after `pause`.
     pub fn resume(&self, id: u64) -> anyhow::Result<()> {
-        self.signal(id, "-CONT")
+        self.signal(id, Signal::SIGCONT)
     }
 
-    fn signal(&self, id: u64, signal: &str) -> anyhow::Result<()> {
+    fn signal(&self, id: u64, signal: Signal) -> anyhow::Result<()> {
         let pid = self.node(id)?.pid().context("node not running")?;
-        let status = Command::new("kill")
-            .arg(signal)
-            .arg(pid.to_string())
-            .status()?;
-        anyhow::ensure!(status.success(), "kill {signal} {pid}: {status}");
-        Ok(())
+        send_signal(pid, signal)
     }
 
     /// Power loss of nodes `ids` at once: each is killed -9, then its disk loses everything
@@ -770,11 +775,8 @@ impl LabGroup {
         let Some(mut child) = node.child.take() else {
             return Ok(None);
         };
-        // SAFETY-free: plain kill(2) on a child we own.
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
+        // Already gone is fine: the wait below reaps it.
+        let _ = send_signal(child.id(), Signal::SIGTERM);
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {
             if let Some(status) = child.try_wait()? {
@@ -796,10 +798,7 @@ impl LabGroup {
         let mut stopping = Vec::new();
         for node in &mut self.nodes {
             if let Some(child) = node.child.take() {
-                let _ = Command::new("kill")
-                    .arg("-TERM")
-                    .arg(child.id().to_string())
-                    .status();
+                let _ = send_signal(child.id(), Signal::SIGTERM);
                 stopping.push((node.id, child));
             }
         }

@@ -85,6 +85,18 @@ async fn wait_has_all(g: &LabGroup, node: u64, expected: &BTreeMap<String, Strin
     }
 }
 
+/// Asserts `node` caught up through at least one snapshot install.
+async fn assert_installed_a_snapshot(g: &LabGroup, node: u64) {
+    let installed = g
+        .metric(node, "openclaw_snapshots_installed_total")
+        .await
+        .expect("metric");
+    assert!(
+        installed >= 1.0,
+        "node {node} caught up without a snapshot install"
+    );
+}
+
 /// A started group of `n` nodes, every node serving; the directory lives as long as the guard.
 async fn group(n: u64, options: GroupOptions) -> (tempfile::TempDir, LabGroup) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -360,11 +372,7 @@ async fn a_node_behind_the_purged_log_catches_up_by_snapshot() {
     );
     g.restart(lagging).expect("restart");
     wait_has_all(&g, lagging, &expected).await;
-    let installed = g
-        .metric(lagging, "openclaw_snapshots_installed_total")
-        .await
-        .expect("metric");
-    assert!(installed >= 1.0, "caught up without a snapshot install");
+    assert_installed_a_snapshot(&g, lagging).await;
 }
 
 /// The log is bounded in bytes as well as entries: with entry counts that would keep every
@@ -420,14 +428,7 @@ async fn large_entries_are_purged_by_bytes_not_only_by_count() {
         .await
         .expect("log purged by bytes");
     }
-    let installed = g
-        .metric(down, "openclaw_snapshots_installed_total")
-        .await
-        .expect("metric");
-    assert!(
-        installed >= 1.0,
-        "the restarted follower caught up without a snapshot"
-    );
+    assert_installed_a_snapshot(&g, down).await;
     for node in [1, 2, 3] {
         assert_reads(&g, node, &acked).await;
     }
@@ -1272,7 +1273,7 @@ async fn a_frozen_follower_holds_no_write_back_and_catches_up_when_it_resumes() 
     let index = |status: &serde_json::Value, field: &str| status[field].as_u64().unwrap_or(0);
     let applied = index(&g.status(frozen).await.expect("status"), "applied_index");
     g.pause(frozen).expect("SIGSTOP");
-    let values: Vec<(String, String)> = (0..200)
+    let values: BTreeMap<String, String> = (0..200)
         .map(|i| {
             (
                 format!("frozen-{i}"),
@@ -1301,20 +1302,6 @@ async fn a_frozen_follower_holds_no_write_back_and_catches_up_when_it_resumes() 
     .await
     .expect("purged");
     g.resume(frozen).expect("SIGCONT");
-    for (key, value) in &values {
-        let what = format!("node {frozen} to hold {key}");
-        wait_until(CATCH_UP, &what, || async {
-            get(&g, frozen, key, "stale").await.text() == *value
-        })
-        .await
-        .expect("caught up");
-    }
-    let installed = g
-        .metric(frozen, "openclaw_snapshots_installed_total")
-        .await
-        .expect("metric");
-    assert!(
-        installed >= 1.0,
-        "caught up through a snapshot: {installed}"
-    );
+    wait_has_all(&g, frozen, &values).await;
+    assert_installed_a_snapshot(&g, frozen).await;
 }

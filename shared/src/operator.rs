@@ -574,7 +574,8 @@ fn discard_partial_store(dir: &std::path::Path, fresh: bool) {
 /// warnings. openraft logs ~11 info lines per snapshot and fjall one per keyspace at each
 /// journal rotation; a gateway under load snapshots its log a few times a second
 /// (`LogByteBudget`): the leader of a 3-node group under 64 writers logged ~22 lines, ~4 KB,
-/// a second (~370 MB a day at that load) for journald to write to flash. Leader changes, which openraft's info lines also told, are logged by
+/// a second (~370 MB a day at that load) for journald to write to flash. Leader changes,
+/// which openraft's info lines also told, are logged by
 /// `supervise::start_leadership_metrics`.
 pub const DEFAULT_LOG_FILTER: &str = "info,openraft=warn,fjall=warn,lsm_tree=warn";
 

@@ -341,10 +341,7 @@ impl Drop for Process {
         // SIGTERM and wait, so the lab stops its nodes; kill_on_drop is only the fallback
         // (a SIGKILLed lab would leave its nodes running).
         if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status();
+            let _ = openclaw_hil_tests::send_signal(pid, openclaw_hil_tests::Signal::SIGTERM);
             let deadline = Instant::now() + STOP_TIMEOUT;
             while Instant::now() < deadline {
                 if !matches!(self.child.try_wait(), Ok(None)) {
