@@ -8,9 +8,9 @@
 #
 # Installs what it needs when missing (root, Debian): qemu-user-static and libc6-arm64-cross
 # (the emulated gateways and their glibc), binutils-multiarch (objdump for ARM binaries),
-# iproute2 and socat (namespaces), faketime (clock jumps), openssh-server (the real-device
-# runner against loopback), systemd (systemd-analyze verify), the fuse module (power cuts);
-# cross/build.sh installs zig
+# iproute2 and socat (namespaces), faketime (clock jumps), openssh-server and procps (the
+# real-device runner against loopback, which checks a node is gone with pgrep), systemd
+# (systemd-analyze verify), the fuse module (power cuts); cross/build.sh installs zig
 # and cargo-zigbuild from PyPI, shared/fuzz/run.sh cargo-fuzz. HIL_PROFILE picks the aarch64
 # build's profile (default dist, what ships).
 set -euo pipefail
@@ -21,6 +21,7 @@ command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
 command -v ip >/dev/null || need+=(iproute2)
 command -v socat >/dev/null || need+=(socat)
 command -v faketime >/dev/null || need+=(faketime)
+command -v pgrep >/dev/null || need+=(procps)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 objdump --help 2>/dev/null | grep aarch64 >/dev/null || need+=(binutils-multiarch)
