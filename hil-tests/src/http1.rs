@@ -242,17 +242,17 @@ impl Connection {
         }
     }
 
-    /// Sends one request (`path` with its query; `body` with `content_type` if not empty)
-    /// and reads its response.
+    /// Sends one request (`path` with its query, `headers` as given, `body`) and reads its
+    /// response.
     pub async fn request(
         &mut self,
         method: &str,
         path: &str,
-        content_type: Option<&str>,
+        headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<Response, Http1Error> {
         let timeout = self.timeout;
-        match tokio::time::timeout(timeout, self.exchange(method, path, content_type, body)).await {
+        match tokio::time::timeout(timeout, self.exchange(method, path, headers, body)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) => {
                 self.stream = None;
@@ -269,7 +269,7 @@ impl Connection {
         &mut self,
         method: &str,
         path: &str,
-        content_type: Option<&str>,
+        headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<Response, Http1Error> {
         use std::io::Write as _;
@@ -289,8 +289,8 @@ impl Connection {
         if !body.is_empty() || method != "GET" {
             write!(request, "Content-Length: {}\r\n", body.len())?;
         }
-        if let Some(content_type) = content_type {
-            write!(request, "Content-Type: {content_type}\r\n")?;
+        for (name, value) in headers {
+            write!(request, "{name}: {value}\r\n")?;
         }
         request.extend_from_slice(b"\r\n");
         request.extend_from_slice(body);
@@ -454,7 +454,7 @@ mod tests {
         let mut connection = Connection::new(addr, Duration::from_secs(10));
         for _ in 0..3 {
             let response = connection
-                .request("PUT", "/v1/kv/k", None, b"xy")
+                .request("PUT", "/v1/kv/k", &[], b"xy")
                 .await
                 .expect("response");
             assert_eq!(response.body, b"abc");

@@ -72,10 +72,13 @@ pub enum ProtocolError {
     /// A line of a known operation with the wrong arguments, or a payload not followed by
     /// `\r\n`.
     Malformed { line: String },
-    /// An operation this client does not speak (HMSG included: headers are off).
+    /// An operation this client does not speak (HMSG included: it publishes headers but
+    /// subscribes only to JetStream's acknowledgements, which carry none).
     Unknown { line: String },
     /// A subject this client was asked to use contains whitespace or is empty.
     BadSubject { subject: String },
+    /// A message id this client was asked to send is empty or not visible ASCII.
+    BadMessageId { id: String },
 }
 
 impl fmt::Display for ProtocolError {
@@ -96,6 +99,7 @@ impl fmt::Display for ProtocolError {
             ProtocolError::Malformed { line } => write!(f, "malformed protocol line {line:?}"),
             ProtocolError::Unknown { line } => write!(f, "unknown protocol operation {line:?}"),
             ProtocolError::BadSubject { subject } => write!(f, "invalid subject {subject:?}"),
+            ProtocolError::BadMessageId { id } => write!(f, "invalid Nats-Msg-Id {id:?}"),
         }
     }
 }
@@ -228,12 +232,12 @@ fn check_subject(subject: &str) -> Result<(), ProtocolError> {
     Ok(())
 }
 
-/// The CONNECT line: no echo, no +OK per message, no headers.
+/// The CONNECT line: no echo, no +OK per message; headers on (for `Nats-Msg-Id`).
 pub fn connect_frame() -> Vec<u8> {
     let options = serde_json::json!({
         "verbose": false,
         "pedantic": false,
-        "headers": false,
+        "headers": true,
         "echo": false,
         "lang": "rust",
         "name": "openclaw-bench",
@@ -249,19 +253,32 @@ pub fn sub_frame(subject: &str, sid: u64) -> Result<Vec<u8>, ProtocolError> {
     Ok(format!("SUB {subject} {sid}\r\n").into_bytes())
 }
 
-/// `PUB subject [reply-to] bytes` and the payload.
+/// `PUB subject [reply-to] bytes` and the payload; with `msg_id`, `HPUB` with a
+/// `Nats-Msg-Id` header, which JetStream deduplicates by (its Idempotency-Key).
 pub fn pub_frame(
     subject: &str,
     reply_to: Option<&str>,
+    msg_id: Option<&str>,
     payload: &[u8],
 ) -> Result<Vec<u8>, ProtocolError> {
     check_subject(subject)?;
-    let mut frame = match reply_to {
-        Some(reply) => {
-            check_subject(reply)?;
-            format!("PUB {subject} {reply} {}\r\n", payload.len())
+    if let Some(reply) = reply_to {
+        check_subject(reply)?;
+    }
+    let target = match reply_to {
+        Some(reply) => format!("{subject} {reply}"),
+        None => subject.to_owned(),
+    };
+    let mut frame = match msg_id {
+        Some(id) => {
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ProtocolError::BadMessageId { id: id.to_owned() });
+            }
+            let headers = format!("NATS/1.0\r\nNats-Msg-Id: {id}\r\n\r\n");
+            let total = headers.len() + payload.len();
+            format!("HPUB {target} {} {total}\r\n{headers}", headers.len())
         }
-        None => format!("PUB {subject} {}\r\n", payload.len()),
+        None => format!("PUB {target} {}\r\n", payload.len()),
     }
     .into_bytes();
     frame.extend_from_slice(payload);
@@ -356,18 +373,19 @@ impl Connection {
         }
     }
 
-    /// Publishes `payload` to `subject` with a fresh reply subject and returns the first
-    /// reply's payload. Replies to earlier requests that timed out are skipped. Answers the
-    /// server's PINGs meanwhile.
+    /// Publishes `payload` to `subject` (with `msg_id` as its `Nats-Msg-Id`, if any) with a
+    /// fresh reply subject and returns the first reply's payload. Replies to earlier
+    /// requests that timed out are skipped. Answers the server's PINGs meanwhile.
     pub async fn request(
         &mut self,
         subject: &str,
+        msg_id: Option<&str>,
         payload: &[u8],
         timeout: Duration,
     ) -> Result<Vec<u8>, NatsError> {
         self.next_request += 1;
         let reply = format!("{}.{}", self.inbox_prefix, self.next_request);
-        let frame = pub_frame(subject, Some(&reply), payload)?;
+        let frame = pub_frame(subject, Some(&reply), msg_id, payload)?;
         let exchange = async {
             self.socket.write_all(&frame).await?;
             loop {
@@ -504,18 +522,24 @@ mod tests {
     #[test]
     fn frames() {
         assert_eq!(
-            pub_frame("s.1", Some("_INBOX.a.1"), b"xy").expect("valid subjects"),
+            pub_frame("s.1", Some("_INBOX.a.1"), None, b"xy").expect("valid subjects"),
             b"PUB s.1 _INBOX.a.1 2\r\nxy\r\n"
         );
         assert_eq!(
-            pub_frame("s", None, b"").expect("valid subjects"),
+            pub_frame("s", None, None, b"").expect("valid subjects"),
             b"PUB s 0\r\n\r\n"
         );
         assert_eq!(
             sub_frame("_INBOX.a.*", 1).expect("valid subjects"),
             b"SUB _INBOX.a.* 1\r\n"
         );
-        assert!(pub_frame("a b", None, b"").is_err());
+        assert!(pub_frame("a b", None, None, b"").is_err());
+        assert_eq!(
+            pub_frame("s", Some("r"), Some("m-1"), b"xy").expect("valid"),
+            b"HPUB s r 30 32\r\nNATS/1.0\r\nNats-Msg-Id: m-1\r\n\r\nxy\r\n"
+        );
+        assert!(pub_frame("s", None, Some("a b"), b"").is_err());
+        assert!(pub_frame("s", None, Some(""), b"").is_err());
         assert!(sub_frame("", 1).is_err());
         let connect = connect_frame();
         assert!(connect.starts_with(b"CONNECT {") && connect.ends_with(b"}\r\n"));
@@ -593,7 +617,7 @@ mod tests {
         let timeout = Duration::from_secs(5);
         let mut connection = Connection::connect(addr, timeout).await.expect("handshake");
         let reply = connection
-            .request("s.1", b"hi", timeout)
+            .request("s.1", None, b"hi", timeout)
             .await
             .expect("reply");
         assert_eq!(

@@ -198,6 +198,87 @@ async fn concurrent_writes_at_a_follower_share_forward_batches_with_their_own_ou
     );
 }
 
+/// Concurrent appends with Idempotency-Keys share batch entries (`Op::KeyedBatch`) and keep
+/// exactly-once: every key sent three times at once, spread over the nodes, is written once,
+/// and all three sends get its one seq; appends without a key in the same load each write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_keyed_appends_share_batch_entries_and_each_key_writes_once() {
+    const KEYS: usize = 16;
+    const SENDS_PER_KEY: usize = 3;
+    const PLAIN: usize = 8;
+    let (_dir, g) = group(3, fast()).await;
+    let ids = g.ids();
+    let leader = g.leader(&ids).await.expect("leader");
+    let keyed_before = g
+        .metric(leader, "openclaw_batched_keyed_writes_total")
+        .await
+        .expect("metric");
+    let append = |node: u64, key: Option<String>, body: String| {
+        let g = &g;
+        async move {
+            let headers: Vec<(&str, &str)> = key
+                .as_deref()
+                .map(|k| vec![("Idempotency-Key", k)])
+                .unwrap_or_default();
+            let a = request(
+                &g.http,
+                Method::POST,
+                &format!("{}/v1/streams/keyed", g.url(node)),
+                &headers,
+                Some(body.into_bytes()),
+            )
+            .await
+            .expect("append");
+            assert_eq!(a.status, 200, "append: {}", a.text());
+            (key, a.json()["seq"].as_u64().expect("seq"))
+        }
+    };
+    let sends = (0..KEYS * SENDS_PER_KEY)
+        .map(|i| {
+            let node = ids[i % ids.len()];
+            let key = i % KEYS;
+            append(node, Some(format!("key-{key}")), format!("event {key}"))
+        })
+        .chain((0..PLAIN).map(|i| append(ids[i % ids.len()], None, format!("plain {i}"))));
+    let answers = futures::future::join_all(sends).await;
+    let mut seq_of_key: BTreeMap<String, u64> = BTreeMap::new();
+    let mut plain_seqs = Vec::new();
+    for (key, seq) in answers {
+        match key {
+            Some(key) => {
+                let first = *seq_of_key.entry(key.clone()).or_insert(seq);
+                assert_eq!(seq, first, "{key} answered with two seqs");
+            }
+            None => plain_seqs.push(seq),
+        }
+    }
+    let page = g
+        .get_json(leader, "/v1/streams/keyed?from=1&limit=1000")
+        .await
+        .expect("stream");
+    let events = page["events"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        events.len(),
+        KEYS + PLAIN,
+        "one event per key and per plain append: {events:?}"
+    );
+    let mut stored: Vec<u64> = events.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    let mut answered: Vec<u64> = seq_of_key.values().copied().chain(plain_seqs).collect();
+    stored.sort_unstable();
+    answered.sort_unstable();
+    assert_eq!(stored, answered, "the answered seqs are the stored events");
+    let keyed = g
+        .metric(leader, "openclaw_batched_keyed_writes_total")
+        .await
+        .expect("metric")
+        - keyed_before;
+    assert!(
+        keyed >= 1.0,
+        "{} concurrent keyed appends, none proposed in a batch entry",
+        KEYS * SENDS_PER_KEY
+    );
+}
+
 /// A 3-node group behind relays (so it can be partitioned) whose writes wait up to 60 s (so
 /// a writer outlasts a partition and its heal), with `before=x` written: its directory
 /// guard, the group, its leader and the other nodes.

@@ -204,6 +204,7 @@ pub struct GroupMetrics {
     pub forwarded_batches: Counter,
     pub batch_entries: Counter,
     pub batched_writes: Counter,
+    pub batched_keyed_writes: Counter,
     pub elections: Counter,
     pub leader_changes: Counter,
     pub commits: Counter,
@@ -232,11 +233,15 @@ pub static GROUP: GroupMetrics = GroupMetrics {
     ),
     batch_entries: Counter::new(
         "openclaw_batch_entries_total",
-        "Log entries this leader proposed that carry several clients' writes (Op::Batch)",
+        "Log entries this leader proposed that carry several clients' writes (Op::Batch, Op::KeyedBatch)",
     ),
     batched_writes: Counter::new(
         "openclaw_batched_writes_total",
         "Client writes this leader proposed inside batch entries",
+    ),
+    batched_keyed_writes: Counter::new(
+        "openclaw_batched_keyed_writes_total",
+        "Of those, writes that carried an Idempotency-Key (Op::KeyedBatch)",
     ),
     elections: Counter::new(
         "openclaw_raft_elections_total",
@@ -268,6 +273,7 @@ impl SharedMetrics {
         GROUP.forwarded_batches.render(out);
         GROUP.batch_entries.render(out);
         GROUP.batched_writes.render(out);
+        GROUP.batched_keyed_writes.render(out);
         GROUP.elections.render(out);
         GROUP.leader_changes.render(out);
         GROUP.commits.render(out);

@@ -118,12 +118,16 @@ pub enum Op {
     /// in order as if each were its own entry, and answered with `CommandResponse::Batch`.
     /// The element type is not `Command`, so a batch cannot nest: decoding stays bounded.
     Batch { writes: Vec<BlindWrite> },
+    /// A batch entry in which some writes carry an Idempotency-Key (a batch without any is
+    /// proposed as `Batch`, whose encoding older nodes read): each keyed write is answered
+    /// from its record if the key was seen, or applied and recorded, as on its own.
+    KeyedBatch { writes: Vec<BatchedWrite> },
 }
 
 /// A client write whose effect depends on the state machine's meta alone (seq, HLC,
-/// backlog, fence), never on what the keyspaces hold: an unconditional put or an append,
-/// without Idempotency-Key, at the edge. Only such writes share a log entry, so applying a
-/// batch needs no reads of its own staged writes.
+/// backlog, fence), never on what the keyspaces hold: an unconditional put or an append at
+/// the edge. Only such writes share a log entry (with their Idempotency-Key, if any:
+/// `BatchedWrite`), so applying a batch reads no keyspace its writes stage.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlindWrite {
     pub proposed_ms: u64,
@@ -162,11 +166,11 @@ impl fmt::Debug for BlindOp {
 }
 
 impl BlindWrite {
-    /// `command` as a blind write, or the command back if it is not one.
-    pub fn from_command(command: Command) -> Result<BlindWrite, Box<Command>> {
+    /// `command` as a blind write and its Idempotency-Key, or the command back if it is not
+    /// one.
+    pub fn from_command(command: Command) -> Result<BatchedWrite, Box<Command>> {
         let op = match command {
             Command {
-                idempotency: None,
                 site: None,
                 op:
                     Op::Put {
@@ -177,18 +181,20 @@ impl BlindWrite {
                 ..
             } => BlindOp::Put { key, value },
             Command {
-                idempotency: None,
                 site: None,
                 op: Op::Append { stream, data },
                 ..
             } => BlindOp::Append { stream, data },
             other => return Err(Box::new(other)),
         };
-        Ok(BlindWrite {
-            proposed_ms: command.proposed_ms,
-            elapsed_ms: command.elapsed_ms,
-            backlog_limit: command.backlog_limit,
-            op,
+        Ok(BatchedWrite {
+            idempotency: command.idempotency,
+            write: BlindWrite {
+                proposed_ms: command.proposed_ms,
+                elapsed_ms: command.elapsed_ms,
+                backlog_limit: command.backlog_limit,
+                op,
+            },
         })
     }
 
@@ -221,17 +227,52 @@ impl BlindWrite {
     }
 }
 
-impl Command {
-    /// One log entry for `writes` (at least one), stamped like the last of them.
-    pub fn batch(writes: Vec<BlindWrite>) -> Command {
-        let last = writes.last();
+/// A blind write in a batch entry with the Idempotency-Key it came with, if any. Keyed
+/// writes share entries too: whether one applies depends on its own key's record, which
+/// the batch's apply reads before any write of the entry is staged (a key repeated inside
+/// the entry is answered from the first's staged response).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchedWrite {
+    pub idempotency: Option<IdempotencyKey>,
+    pub write: BlindWrite,
+}
+
+impl BatchedWrite {
+    /// The same write as a command of its own (what it was before it was batched).
+    pub fn into_command(self) -> Command {
         Command {
-            proposed_ms: last.map_or(0, |w| w.proposed_ms),
-            elapsed_ms: writes.iter().map(|w| w.elapsed_ms).max().unwrap_or(0),
+            idempotency: self.idempotency,
+            ..self.write.into_command()
+        }
+    }
+
+    pub fn approx_encoded_bytes(&self) -> usize {
+        let key = self.idempotency.as_ref().map_or(0, |i| i.key.len());
+        key + self.write.approx_encoded_bytes()
+    }
+}
+
+impl Command {
+    /// One log entry for `writes` (at least one), stamped like the last of them: `Op::Batch`
+    /// unless a write carries an Idempotency-Key.
+    pub fn batch(writes: Vec<BatchedWrite>) -> Command {
+        let last = writes.last();
+        let proposed_ms = last.map_or(0, |w| w.write.proposed_ms);
+        let elapsed_ms = writes.iter().map(|w| w.write.elapsed_ms).max().unwrap_or(0);
+        let op = if writes.iter().any(|w| w.idempotency.is_some()) {
+            Op::KeyedBatch { writes }
+        } else {
+            Op::Batch {
+                writes: writes.into_iter().map(|w| w.write).collect(),
+            }
+        };
+        Command {
+            proposed_ms,
+            elapsed_ms,
             idempotency: None,
             backlog_limit: None,
             site: None,
-            op: Op::Batch { writes },
+            op,
         }
     }
 }
@@ -250,6 +291,9 @@ impl Command {
             }
             Op::Shipped { .. } | Op::Fence { .. } | Op::Activate => 0,
             Op::Batch { writes } => writes.iter().map(BlindWrite::approx_encoded_bytes).sum(),
+            Op::KeyedBatch { writes } => {
+                writes.iter().map(BatchedWrite::approx_encoded_bytes).sum()
+            }
         };
         let idempotency = self.idempotency.as_ref().map_or(0, |i| i.key.len());
         let site = self.site.as_ref().map_or(0, String::len);
@@ -289,6 +333,7 @@ impl fmt::Debug for Op {
             Op::CompleteFailback { site } => write!(f, "CompleteFailback({site})"),
             Op::Activate => write!(f, "Activate"),
             Op::Batch { writes } => write!(f, "Batch({} writes)", writes.len()),
+            Op::KeyedBatch { writes } => write!(f, "KeyedBatch({} writes)", writes.len()),
         }
     }
 }
@@ -345,7 +390,7 @@ pub enum CommandResponse {
     },
     /// Edge: this reseeded group waits for the hub to hand the site back.
     AwaitingHandback,
-    /// The answers to an `Op::Batch`, one per write, in order. In-process only (the
+    /// The answers to an `Op::Batch` or `Op::KeyedBatch`, one per write, in order. In-process only (the
     /// proposer answers each write with its own): never encoded, and never decoded, so a
     /// frame cannot nest responses without bound.
     #[serde(skip)]

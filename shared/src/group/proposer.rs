@@ -1,6 +1,6 @@
-//! The leader's blind writes in batch entries: concurrent unconditional puts and appends
-//! without Idempotency-Key (`types::BlindWrite`) are proposed as one log entry
-//! (`Op::Batch`) instead of one entry each. The entry is appended, replicated, fsynced and
+//! The leader's blind writes in batch entries: concurrent unconditional puts and appends,
+//! with or without Idempotency-Key (`types::BatchedWrite`), are proposed as one log entry
+//! (`Op::Batch`, or `Op::KeyedBatch` when a write carries a key) instead of one entry each. The entry is appended, replicated, fsynced and
 //! applied once, and its per-entry costs (openraft's bookkeeping, the log record, its
 //! replication frame, the state machine's meta) are shared by every write in it. Batches
 //! form in `batcher.rs`; a lone write is proposed as the command it is.
@@ -18,7 +18,7 @@ use crate::limits::{
     PROPOSAL_BATCH_MAX_BYTES,
 };
 use crate::metrics::GROUP;
-use crate::types::{BlindWrite, Command, CommandResponse};
+use crate::types::{BatchedWrite, BlindWrite, Command, CommandResponse};
 
 const LIMITS: BatchLimits = BatchLimits {
     writes: MAX_PROPOSAL_BATCH_WRITES,
@@ -28,7 +28,7 @@ const LIMITS: BatchLimits = BatchLimits {
 
 /// The queue of the writes this node proposes as leader; its task ends when the node is
 /// dropped.
-pub(super) struct Proposer(Batcher<BlindWrite>);
+pub(super) struct Proposer(Batcher<BatchedWrite>);
 
 impl Proposer {
     pub(super) fn start(node: Weak<GroupNode>) -> Proposer {
@@ -52,7 +52,7 @@ impl Proposer {
 }
 
 impl GroupNode {
-    async fn propose_batch(&self, batch: Vec<Pending<BlindWrite>>) {
+    async fn propose_batch(&self, batch: Vec<Pending<BatchedWrite>>) {
         let (mut writes, replies) = still_wanted(batch);
         let count = writes.len();
         let outcomes = match count {
@@ -61,6 +61,8 @@ impl GroupNode {
             _ => {
                 GROUP.batch_entries.inc();
                 GROUP.batched_writes.add(count as u64);
+                let keyed = writes.iter().filter(|w| w.idempotency.is_some()).count();
+                GROUP.batched_keyed_writes.add(keyed as u64);
                 match self.client_write(Command::batch(writes)).await {
                     Ok(CommandResponse::Batch(responses)) if responses.len() == count => {
                         responses.into_iter().map(Ok).collect()

@@ -17,7 +17,7 @@ use openraft::EntryPayload;
 
 use super::state::{apply_command, stage_meta, AsOf, SmMeta};
 use super::{snapshot, Keyspaces, StoreError};
-use crate::types::{Entry, LogId, Op, StoredMembership, TypeConfig};
+use crate::types::{Command, Entry, LogId, Op, StoredMembership, TypeConfig};
 
 /// What a restore produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,9 +161,16 @@ fn roll_forward(
     entries_applied: &mut u64,
 ) -> Result<ControlFlow<()>, StoreError> {
     if let (Some(_), EntryPayload::Normal(command)) = (as_of, &entry.payload) {
-        if let Op::Batch { writes } = &command.op {
-            for write in writes {
-                let single = EntryPayload::Normal(write.clone().into_command());
+        let singles: Option<Vec<Command>> = match &command.op {
+            Op::Batch { writes } => Some(writes.iter().map(|w| w.clone().into_command()).collect()),
+            Op::KeyedBatch { writes } => {
+                Some(writes.iter().map(|w| w.clone().into_command()).collect())
+            }
+            _ => None,
+        };
+        if let Some(singles) = singles {
+            for single in singles {
+                let single = EntryPayload::Normal(single);
                 if roll_forward_payload(ks, meta, entry.log_id, &single, as_of)?.is_break() {
                     return Ok(ControlFlow::Break(()));
                 }
@@ -226,9 +233,9 @@ mod tests {
     use crate::store::codec::{encode, u64_key};
     use crate::store::log::COMMITTED_KEY;
     use crate::store::Store;
-    use crate::types::{BlindWrite, Command};
+    use crate::types::{BatchedWrite, BlindWrite};
 
-    fn write(ms: u64, key: &str, value: &str) -> BlindWrite {
+    fn write(ms: u64, key: &str, value: &str) -> BatchedWrite {
         let command = Command {
             proposed_ms: ms,
             elapsed_ms: ms,
@@ -244,18 +251,30 @@ mod tests {
         BlindWrite::from_command(command).expect("blind")
     }
 
-    /// A backup of a group whose committed log is two batch entries (seqs 1–3 and 4–5):
+    fn keyed(write: BatchedWrite) -> BatchedWrite {
+        BatchedWrite {
+            idempotency: Some(crate::types::IdempotencyKey {
+                key: "once".into(),
+                window_secs: 600,
+            }),
+            ..write
+        }
+    }
+
+    /// A backup of a group whose committed log is two batch entries (seqs 1–3 and 4–5, the
+    /// second with a keyed write):
     /// nothing applied yet, so a restore rolls forward from the log's start.
     fn backup_of_batches(dir: &Path) -> std::path::PathBuf {
         let store = Store::open(&dir.join("source"), &StorageSection::default()).expect("open");
         let ks = &store.ks;
-        let entries = [
+        let entries: [Vec<BatchedWrite>; 2] = [
             vec![
                 write(1, "a", "a1"),
                 write(2, "b", "b1"),
                 write(3, "a", "a2"),
             ],
-            vec![write(4, "c", "c1"), write(5, "b", "b2")],
+            // Keyed: an `Op::KeyedBatch`, split the same way.
+            vec![keyed(write(4, "c", "c1")), write(5, "b", "b2")],
         ];
         let mut batch = ks.db.batch();
         let mut last = None;

@@ -3,7 +3,7 @@
 //! they can be tested without Raft. Everything here is deterministic in (state, command):
 //! replicas that apply the same log hold the same bytes.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -16,7 +16,8 @@ use crate::limits::{IDEMPOTENCY_EXPIRE_PER_APPLY, OUTBOX_COMPACT_PER_APPLY};
 use crate::ship::rules::{decide, Decision, SiteShipState};
 use crate::ship::{EventKind, ShipReply, ShippedEvent};
 use crate::types::{
-    BlindOp, BlindWrite, Command, CommandResponse, Hlc, LogId, Op, SiteOwner, StoredMembership,
+    BlindOp, BlindWrite, Command, CommandResponse, Hlc, IdempotencyKey, LogId, Op, SiteOwner,
+    StoredMembership,
 };
 
 /// State machine bookkeeping, written atomically with every applied entry.
@@ -142,8 +143,16 @@ pub(crate) fn apply_command(
     batch: &mut WriteBatch,
     command: &Command,
 ) -> Result<CommandResponse, StoreError> {
-    if let Op::Batch { writes } = &command.op {
-        return apply_batch(ks, meta, batch, writes);
+    match &command.op {
+        Op::Batch { writes } => {
+            let writes = writes.iter().map(|w| (None, w));
+            return apply_batch(ks, meta, batch, writes);
+        }
+        Op::KeyedBatch { writes } => {
+            let writes = writes.iter().map(|w| (w.idempotency.as_ref(), &w.write));
+            return apply_batch(ks, meta, batch, writes);
+        }
+        _ => {}
     }
     meta.hlc = meta.hlc.tick(command.proposed_ms);
     let now_ms = meta.hlc.physical_ms();
@@ -151,11 +160,8 @@ pub(crate) fn apply_command(
     let retention_ms = meta.retention_ms;
 
     if let Some(idem) = &command.idempotency {
-        if let Some(bytes) = ks.idem.get(idem.key.as_bytes())? {
-            let record: IdemRecord = decode("idempotency record", &bytes)?;
-            if record.expires_ms > retention_ms {
-                return Ok(record.response);
-            }
+        if let Some(response) = stored_response(ks, idem, retention_ms)? {
+            return Ok(response);
         }
     }
 
@@ -278,7 +284,7 @@ pub(crate) fn apply_command(
             CommandResponse::Empty
         }
         // Applied by `apply_batch` above, before this command's own clock tick.
-        Op::Batch { .. } => CommandResponse::Empty,
+        Op::Batch { .. } | Op::KeyedBatch { .. } => CommandResponse::Empty,
     };
     if let Writer::Site { name, record, .. } = &writer {
         batch.insert(&ks.sites, name.as_bytes(), encode(record)?);
@@ -289,20 +295,31 @@ pub(crate) fn apply_command(
 
 /// Applies a batch entry's writes in order, with the effects each would have had as its own
 /// entry: the same seqs, HLCs, refusals and responses, and the last admitted put of a key
-/// is the key's value. Blind writes read nothing but `meta`, so none needs to see another's
-/// staged writes. The bounded housekeeping (outbox compaction, idempotency expiry) runs once,
-/// with the budget of all the writes.
-fn apply_batch(
+/// is the key's value. Blind writes read nothing but `meta`, and a keyed one also its key's
+/// record, which no write of the batch has staged: a key repeated in the batch is answered
+/// from the first's response, held here. The bounded housekeeping (outbox compaction,
+/// idempotency expiry) runs once, with the budget of all the writes, and leaves the keys
+/// this batch records alone.
+fn apply_batch<'a>(
     ks: &Keyspaces,
     meta: &mut SmMeta,
     batch: &mut WriteBatch,
-    writes: &[BlindWrite],
+    writes: impl ExactSizeIterator<Item = (Option<&'a IdempotencyKey>, &'a BlindWrite)>,
 ) -> Result<CommandResponse, StoreError> {
+    let applies = writes.len().max(1);
     let mut responses = Vec::with_capacity(writes.len());
     let mut admitted = Vec::with_capacity(writes.len());
-    for write in writes {
+    // Keys answered by this batch: their records (staged below) and responses.
+    let mut recorded: HashMap<&[u8], (u64, CommandResponse)> = HashMap::new();
+    for (idempotency, write) in writes {
         meta.hlc = meta.hlc.tick(write.proposed_ms);
         meta.retention_ms = meta.retention_ms.max(write.elapsed_ms);
+        if let Some(idem) = idempotency {
+            if let Some(response) = remembered(ks, &recorded, idem, meta.retention_ms)? {
+                responses.push(response);
+                continue;
+            }
+        }
         let kind = match &write.op {
             BlindOp::Put { key, value } => EventKind::Put {
                 key: key.clone(),
@@ -316,12 +333,18 @@ fn apply_batch(
         match admit_edge_event(ks, meta, batch, write.backlog_limit, &kind)? {
             Ok(seq) => {
                 let hlc = meta.hlc.0;
-                responses.push(match kind {
+                let response = match kind {
                     EventKind::Append { .. } => CommandResponse::Appended { seq, hlc },
                     _ => CommandResponse::Put { seq, revision: seq },
-                });
+                };
+                if let Some(idem) = idempotency {
+                    let expires_ms = idem_expiry(meta.retention_ms, idem);
+                    recorded.insert(idem.key.as_bytes(), (expires_ms, response.clone()));
+                }
+                responses.push(response);
                 admitted.push((seq, hlc, kind));
             }
+            // A refused write is not remembered under its key, as on its own.
             Err(refused) => responses.push(refused),
         }
     }
@@ -337,20 +360,55 @@ fn apply_batch(
         }
         apply_event(ks, batch, &[], *seq, *hlc, kind);
     }
-    let applies = writes.len().max(1);
     compact_outbox(ks, meta, batch, OUTBOX_COMPACT_PER_APPLY * applies)?;
     let now_ms = meta.retention_ms;
     if now_ms >= meta.idem_expiry_floor_ms {
+        let rewritten = |key: &[u8]| recorded.contains_key(key);
         expire_idempotency(
             ks,
             meta,
             batch,
-            None,
+            &rewritten,
             now_ms,
             IDEMPOTENCY_EXPIRE_PER_APPLY * applies,
         )?;
     }
+    for (key, (expires_ms, response)) in recorded {
+        record_idempotency(ks, meta, batch, key, expires_ms, response)?;
+    }
     Ok(CommandResponse::Batch(responses))
+}
+
+/// The response remembered under `idem` at `retention_ms`: staged by this batch
+/// (`recorded`), else stored and not yet expired.
+fn remembered(
+    ks: &Keyspaces,
+    recorded: &HashMap<&[u8], (u64, CommandResponse)>,
+    idem: &IdempotencyKey,
+    retention_ms: u64,
+) -> Result<Option<CommandResponse>, StoreError> {
+    if let Some((_, response)) = recorded.get(idem.key.as_bytes()) {
+        return Ok(Some(response.clone()));
+    }
+    stored_response(ks, idem, retention_ms)
+}
+
+/// The stored response under `idem`, unless its record expired by `retention_ms`.
+fn stored_response(
+    ks: &Keyspaces,
+    idem: &IdempotencyKey,
+    retention_ms: u64,
+) -> Result<Option<CommandResponse>, StoreError> {
+    let Some(bytes) = ks.idem.get(idem.key.as_bytes())? else {
+        return Ok(None);
+    };
+    let record: IdemRecord = decode("idempotency record", &bytes)?;
+    Ok((record.expires_ms > retention_ms).then_some(record.response))
+}
+
+/// When a record made at `retention_ms` for `idem` expires.
+fn idem_expiry(retention_ms: u64, idem: &IdempotencyKey) -> u64 {
+    retention_ms.saturating_add(u64::from(idem.window_secs) * 1000)
 }
 
 /// Where a client write lands: the edge's own state, or a promoted site's namespace at the
@@ -789,40 +847,61 @@ fn finish(
     now_ms: u64,
     response: CommandResponse,
 ) -> Result<CommandResponse, StoreError> {
+    let own_key = command.idempotency.as_ref().map(|i| i.key.as_bytes());
     if now_ms >= meta.idem_expiry_floor_ms {
-        let own_key = command.idempotency.as_ref().map(|i| i.key.as_bytes());
         expire_idempotency(
             ks,
             meta,
             batch,
-            own_key,
+            &|key: &[u8]| Some(key) == own_key,
             now_ms,
             IDEMPOTENCY_EXPIRE_PER_APPLY,
         )?;
     }
     if let Some(idem) = &command.idempotency {
-        let expires_ms = now_ms.saturating_add(u64::from(idem.window_secs) * 1000);
-        let record = IdemRecord {
+        let expires_ms = idem_expiry(now_ms, idem);
+        record_idempotency(
+            ks,
+            meta,
+            batch,
+            idem.key.as_bytes(),
             expires_ms,
-            response: response.clone(),
-        };
-        batch.insert(&ks.idem, idem.key.as_bytes(), encode(&record)?);
-        let mut index_key = u64_key(expires_ms).to_vec();
-        index_key.extend_from_slice(idem.key.as_bytes());
-        batch.insert(&ks.idem_exp, index_key, Vec::new());
-        meta.idem_expiry_floor_ms = meta.idem_expiry_floor_ms.min(expires_ms);
+            response.clone(),
+        )?;
     }
     Ok(response)
 }
 
+/// Stages the record of `key` (its response until `expires_ms`) and its expiry index entry.
+fn record_idempotency(
+    ks: &Keyspaces,
+    meta: &mut SmMeta,
+    batch: &mut WriteBatch,
+    key: &[u8],
+    expires_ms: u64,
+    response: CommandResponse,
+) -> Result<(), StoreError> {
+    let record = IdemRecord {
+        expires_ms,
+        response,
+    };
+    batch.insert(&ks.idem, key, encode(&record)?);
+    let mut index_key = u64_key(expires_ms).to_vec();
+    index_key.extend_from_slice(key);
+    batch.insert(&ks.idem_exp, index_key, Vec::new());
+    meta.idem_expiry_floor_ms = meta.idem_expiry_floor_ms.min(expires_ms);
+    Ok(())
+}
+
 /// Removes up to `budget` (`IDEMPOTENCY_EXPIRE_PER_APPLY` per applied write) expired
 /// idempotency records, oldest first, and sets the floor to the earliest index entry left.
-/// `current_key`, the applied command's own key, is left for the command to rewrite.
+/// It stops at a key the apply records anew (`rewritten`): one fjall batch never removes and
+/// inserts one key.
 fn expire_idempotency(
     ks: &Keyspaces,
     meta: &mut SmMeta,
     batch: &mut WriteBatch,
-    current_key: Option<&[u8]>,
+    rewritten: &dyn Fn(&[u8]) -> bool,
     now_ms: u64,
     budget: usize,
 ) -> Result<(), StoreError> {
@@ -832,9 +911,9 @@ fn expire_idempotency(
         let index_key = item.key()?;
         let expires_ms = read_u64("idempotency expiry", &index_key)?;
         let idem_key = &index_key[8..];
-        // Stop at the first entry this apply leaves: unexpired, over budget, or the
-        // command's own key (rewritten below; never remove and insert one key in one batch).
-        if expires_ms > now_ms || removed == budget || Some(idem_key) == current_key {
+        // Stop at the first entry this apply leaves: unexpired, over budget, or a key it
+        // records anew (never remove and insert one key in one batch).
+        if expires_ms > now_ms || removed == budget || rewritten(idem_key) {
             meta.idem_expiry_floor_ms = expires_ms;
             break;
         }
@@ -1133,7 +1212,7 @@ mod tests {
     use super::*;
     use crate::config::StorageSection;
     use crate::store::Store;
-    use crate::types::IdempotencyKey;
+    use crate::types::BatchedWrite;
 
     struct Fixture {
         _dir: tempfile::TempDir,
@@ -1427,7 +1506,7 @@ mod tests {
         }
     }
 
-    fn blind(ms: u64, backlog_limit: Option<u64>, op: Op) -> BlindWrite {
+    fn blind(ms: u64, backlog_limit: Option<u64>, op: Op) -> BatchedWrite {
         let command = Command {
             proposed_ms: ms,
             elapsed_ms: ms,
@@ -1453,7 +1532,7 @@ mod tests {
     fn assert_batch_applies_as_one_by_one(
         one_by_one: &mut Fixture,
         batched: &mut Fixture,
-        writes: Vec<BlindWrite>,
+        writes: Vec<BatchedWrite>,
     ) -> Vec<CommandResponse> {
         let singles: Vec<CommandResponse> = writes
             .iter()
@@ -1547,6 +1626,111 @@ mod tests {
             .all(|r| *r == CommandResponse::Fenced { epoch: 2 }));
     }
 
+    /// `blind` with an Idempotency-Key remembered for `window_secs`.
+    fn keyed(ms: u64, key: &str, window_secs: u32, op: Op) -> BatchedWrite {
+        BatchedWrite {
+            idempotency: Some(IdempotencyKey {
+                key: key.into(),
+                window_secs,
+            }),
+            ..blind(ms, Some(10_000), op)
+        }
+    }
+
+    #[test]
+    fn a_keyed_batch_entry_applies_as_its_writes_would_one_by_one() {
+        let (mut a, mut b) = (Fixture::new(), Fixture::new());
+        // A key recorded before the batch: its retry inside the batch is a duplicate.
+        for f in [&mut a, &mut b] {
+            f.apply(10, Some("earlier"), append("e0"));
+        }
+        let writes = vec![
+            keyed(20, "one", 600, append("e1")),
+            blind(20, Some(10_000), put("k", "plain", None)),
+            keyed(21, "earlier", 600, append("retried, not applied")),
+            keyed(22, "two", 600, put("k", "keyed", None)),
+            // The same key again in the same entry: answered as the first, not applied.
+            keyed(23, "one", 600, append("retried in the same entry")),
+            keyed(24, "three", 600, append("e3")),
+        ];
+        assert!(matches!(
+            Command::batch(writes.clone()).op,
+            Op::KeyedBatch { .. }
+        ));
+        let responses = assert_batch_applies_as_one_by_one(&mut a, &mut b, writes);
+        assert_eq!(
+            responses[4], responses[0],
+            "the repeat gets the first's answer"
+        );
+        assert!(
+            matches!(responses[2], CommandResponse::Appended { seq: 1, .. }),
+            "the retry gets the earlier answer: {:?}",
+            responses[2]
+        );
+        let stream: Vec<Vec<u8>> = b
+            .reader()
+            .stream("s", 1, 10)
+            .expect("stream")
+            .iter()
+            .map(|e| e.data().to_vec())
+            .collect();
+        assert_eq!(stream, [&b"e0"[..], b"e1", b"e3"]);
+        assert_eq!(
+            b.reader().get(b"k").expect("get").expect("k").value(),
+            b"keyed"
+        );
+
+        // A batch of plain writes only is still the entry older nodes read.
+        assert!(matches!(
+            Command::batch(vec![blind(30, None, append("x"))]).op,
+            Op::Batch { .. }
+        ));
+    }
+
+    #[test]
+    fn a_keyed_batch_reuses_an_expired_key_and_expires_other_records() {
+        let mut f = Fixture::new();
+        let first = f.apply_clocked(1_000, 1_000, Some("reused"), None, append("old"));
+        // Expiring at 1_000 + 600_000 (the fixture's window): the batch below runs later.
+        let late = 1_000 + 600_000 + 1;
+        let writes = vec![
+            keyed(late, "reused", 600, append("new")),
+            keyed(late, "reused", 600, append("retried")),
+            keyed(late, "fresh", 600, append("fresh")),
+        ];
+        let ks = &f.store.ks;
+        let mut batch = ks.db.batch();
+        let response = apply_command(ks, &mut f.meta, &mut batch, &Command::batch(writes))
+            .expect("apply batch");
+        // Would panic or lose a record if the batch removed and inserted "reused" at once.
+        batch.commit().expect("commit");
+        let CommandResponse::Batch(responses) = response else {
+            panic!("not a batch response: {response:?}");
+        };
+        assert_ne!(responses[0], first, "an expired key applies anew");
+        assert_eq!(responses[1], responses[0]);
+        // Both keys are remembered with the new answers, and a retry after the batch (one
+        // entry of its own) gets them.
+        for (key, expected) in [("reused", &responses[0]), ("fresh", &responses[2])] {
+            assert_eq!(f.apply(late + 1, Some(key), append("again")), *expected);
+        }
+        // The old record's index entry was left (as a single write of the key leaves it),
+        // so the floor is its expiry; the next write's pass removes it, not the new record.
+        assert_eq!(f.meta.idem_expiry_floor_ms, 1_000 + 600_000);
+        f.apply(late + 2, Some("other"), append("other"));
+        assert_eq!(
+            f.store.ks.idem_exp.iter().count(),
+            3,
+            "reused, fresh, other"
+        );
+        assert_eq!(f.meta.idem_expiry_floor_ms, late + 600_000);
+        assert_eq!(
+            f.apply(late + 3, Some("reused"), append("again")),
+            responses[0]
+        );
+        assert_eq!(f.reader().stream("s", 1, 10).expect("stream").len(), 4);
+    }
+
     #[test]
     fn only_blind_writes_can_be_batched() {
         let command = |idem: Option<&str>, op: Op| Command {
@@ -1560,11 +1744,18 @@ mod tests {
             site: None,
             op,
         };
-        assert!(BlindWrite::from_command(command(None, put("k", "v", None))).is_ok());
-        assert!(BlindWrite::from_command(command(None, append("v"))).is_ok());
+        for blind in [
+            command(None, put("k", "v", None)),
+            command(None, append("v")),
+            command(Some("once"), put("k", "v", None)),
+            command(Some("once"), append("v")),
+        ] {
+            let write = BlindWrite::from_command(blind.clone()).expect("blind");
+            assert_eq!(write.into_command(), blind);
+        }
         for not_blind in [
             command(None, put("k", "v", Some(3))),
-            command(Some("once"), put("k", "v", None)),
+            command(Some("once"), put("k", "v", Some(0))),
             command(
                 None,
                 Op::Delete {
@@ -1581,9 +1772,6 @@ mod tests {
             let back = BlindWrite::from_command(not_blind.clone()).expect_err("not blind");
             assert_eq!(*back, not_blind);
         }
-        let blind = command(None, put("k", "v", None));
-        let write = BlindWrite::from_command(blind.clone()).expect("blind");
-        assert_eq!(write.into_command(), blind);
     }
 
     #[test]

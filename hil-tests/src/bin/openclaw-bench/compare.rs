@@ -246,7 +246,7 @@ pub async fn start_nats(
     loop {
         // No reply (no meta leader yet) or a "temporarily unavailable" error: retry.
         match connection
-            .request(&create, &create_body, JS_API_TIMEOUT)
+            .request(&create, None, &create_body, JS_API_TIMEOUT)
             .await
         {
             Ok(reply) => {
@@ -268,7 +268,7 @@ pub async fn start_nats(
     let body = random_value();
     loop {
         if let Ok(reply) = connection
-            .request("bench.warmup", &body, JS_API_TIMEOUT)
+            .request("bench.warmup", None, &body, JS_API_TIMEOUT)
             .await
         {
             match nats::parse_pub_ack(&reply)? {

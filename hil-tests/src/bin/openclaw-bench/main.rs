@@ -65,6 +65,11 @@ struct Args {
     /// Client concurrency levels for the stream appends workload (default: --clients).
     #[arg(long, value_delimiter = ',')]
     append_clients: Option<Vec<usize>>,
+    /// Client concurrency levels for the keyed appends workload: every append carries a
+    /// fresh Idempotency-Key (NATS: Nats-Msg-Id), as a client that retries safely sends
+    /// them. Empty (`--keyed-append-clients ''`) skips it.
+    #[arg(long, value_delimiter = ',', default_value = "64")]
+    keyed_append_clients: Vec<usize>,
     /// Clients for the read workloads.
     #[arg(long, default_value_t = 16)]
     read_clients: usize,
@@ -153,13 +158,13 @@ impl Target {
         match self {
             Target::OpenClaw { .. } => {
                 let path = format!("/v1/kv/{key}");
-                clients.send(client, "PUT", &path, None, value).await?;
+                clients.send(client, "PUT", &path, &[], value).await?;
             }
             Target::Etcd { .. } => {
                 let body = json!({"key": b64.encode(key), "value": b64.encode(value)});
                 let body = serde_json::to_vec(&body)?;
                 clients
-                    .send(client, "POST", "/v3/kv/put", Some(JSON), &body)
+                    .send(client, "POST", "/v3/kv/put", JSON, &body)
                     .await?;
             }
         }
@@ -182,13 +187,13 @@ impl Target {
                     "linearizable"
                 };
                 let path = format!("/v1/kv/{key}?consistency={consistency}");
-                clients.send(client, "GET", &path, None, &[]).await?;
+                clients.send(client, "GET", &path, &[], &[]).await?;
             }
             Target::Etcd { .. } => {
                 let body = json!({"key": b64.encode(key), "serializable": mode == Read::Stale});
                 let body = serde_json::to_vec(&body)?;
                 clients
-                    .send(client, "POST", "/v3/kv/range", Some(JSON), &body)
+                    .send(client, "POST", "/v3/kv/range", JSON, &body)
                     .await?;
             }
         }
@@ -196,7 +201,7 @@ impl Target {
     }
 }
 
-const JSON: &str = "application/json";
+const JSON: &[(&str, &str)] = &[("Content-Type", "application/json")];
 
 /// One keep-alive HTTP connection per bench client, client `c` to node `c % nodes`
 /// (`openclaw_hil_tests::http1`). Each client uses only its own, so the locks are never
@@ -228,11 +233,11 @@ impl Clients {
         client: usize,
         method: &str,
         path: &str,
-        content_type: Option<&str>,
+        headers: &[(&str, &str)],
         body: &[u8],
     ) -> anyhow::Result<http1::Response> {
         let mut connection = self.0[client % self.0.len()].lock().await;
-        let response = connection.request(method, path, content_type, body).await?;
+        let response = connection.request(method, path, headers, body).await?;
         if !response.is_success() {
             bail!("HTTP {}", response.status);
         }
@@ -554,17 +559,51 @@ enum Appends {
     Nats { servers: Vec<SocketAddr> },
 }
 
+/// Appends without or with a deduplication key.
+#[derive(Clone, Copy, PartialEq)]
+enum AppendKind {
+    Plain,
+    /// Each append with a fresh key (OpenClaw's Idempotency-Key, NATS's Nats-Msg-Id), unique
+    /// across runs, so every one is new and each system does its duplicate lookup.
+    Keyed,
+}
+
+impl AppendKind {
+    fn label(self) -> &'static str {
+        match self {
+            AppendKind::Plain => "appends",
+            AppendKind::Keyed => "keyed appends",
+        }
+    }
+}
+
+/// The deduplication key of append `i` of client `c` in run `run` (`AppendKind::Keyed`).
+fn append_key(kind: AppendKind, run: u64, c: usize, i: u64) -> Option<String> {
+    (kind == AppendKind::Keyed).then(|| format!("bench-{run:016x}-{c}-{i}"))
+}
+
 impl Appends {
-    async fn run(&self, clients: usize, duration: Duration) -> anyhow::Result<Figures> {
+    async fn run(
+        &self,
+        kind: AppendKind,
+        clients: usize,
+        duration: Duration,
+    ) -> anyhow::Result<Figures> {
+        let run: u64 = rand::random();
         Ok(match self {
             Appends::OpenClaw { nodes } => {
                 let connections = Clients::new(nodes, clients)?;
-                drive(clients, duration, move |c, _| {
+                drive(clients, duration, move |c, i| {
                     let connections = connections.clone();
                     async move {
                         let path = format!("/v1/streams/{OPENCLAW_STREAM}");
                         let body = random_value();
-                        let response = connections.send(c, "POST", &path, None, &body).await?;
+                        let key = append_key(kind, run, c, i);
+                        let headers: &[(&str, &str)] = match &key {
+                            Some(key) => &[("Idempotency-Key", key)],
+                            None => &[],
+                        };
+                        let response = connections.send(c, "POST", &path, headers, &body).await?;
                         let reply: Value = serde_json::from_slice(&response.body)?;
                         reply["seq"].as_u64().context("append reply without seq")?;
                         Ok(())
@@ -583,14 +622,17 @@ impl Appends {
                     connections.push(Arc::new(tokio::sync::Mutex::new(connection)));
                 }
                 let connections = Arc::new(connections);
-                drive(clients, duration, move |c, _| {
+                drive(clients, duration, move |c, i| {
                     let connections = connections.clone();
                     async move {
                         // Each client owns its connection: the lock is never contended.
                         let mut connection = connections[c].lock().await;
                         let subject = format!("bench.{c}");
                         let body = random_value();
-                        let reply = connection.request(&subject, &body, REQUEST_TIMEOUT).await?;
+                        let key = append_key(kind, run, c, i);
+                        let reply = connection
+                            .request(&subject, key.as_deref(), &body, REQUEST_TIMEOUT)
+                            .await?;
                         match nats::parse_pub_ack(&reply)? {
                             PubAck::Stored { .. } => Ok(()),
                             PubAck::Refused { code, description } => {
@@ -614,25 +656,33 @@ fn random_value() -> Vec<u8> {
     value
 }
 
-/// Runs the appends workload at every level, recording its rows and the loaded RSS;
-/// `split`: also the LSM workers' share of the disk bytes (OpenClaw nodes).
+/// Runs the appends workload at every level, then the keyed one at its levels, recording
+/// their rows and the loaded RSS of the plain appends; `split`: also the LSM workers' share
+/// of the disk bytes (OpenClaw nodes).
 async fn measure_appends(
     table: &mut Table,
     appends: &Appends,
     pids: &[u32],
-    levels: &[usize],
-    duration: Duration,
+    args: &Args,
     split: bool,
 ) -> anyhow::Result<()> {
+    let duration = Duration::from_secs(args.seconds);
     let mut peak_rss: f64 = 0.0;
-    for &clients in levels {
+    let plain = append_levels(args).iter().map(|c| (AppendKind::Plain, *c));
+    let keyed = args
+        .keyed_append_clients
+        .iter()
+        .map(|c| (AppendKind::Keyed, *c));
+    for (kind, clients) in plain.chain(keyed) {
         let (before, cpu_before) = (Written::now(pids, split), Cpu::now(pids));
-        let figures = appends.run(clients, duration).await?;
+        let figures = appends.run(kind, clients, duration).await?;
         let cpu = Cpu::now(pids).since(cpu_before);
-        peak_rss = peak_rss.max(max_rss_mib(pids));
+        if kind == AppendKind::Plain {
+            peak_rss = peak_rss.max(max_rss_mib(pids));
+        }
         let written = Written::now(pids, split).since(before);
         table.record_level(
-            &format!("appends c={clients}"),
+            &format!("{} c={clients}", kind.label()),
             &figures,
             cpu,
             written,
@@ -682,8 +732,7 @@ async fn measure(
     table.insert("rss under write load MiB (max node)", peak_rss);
 
     if let Some(appends) = appends {
-        let levels = append_levels(args);
-        measure_appends(&mut table, &appends, pids, levels, duration, split).await?;
+        measure_appends(&mut table, &appends, pids, args, split).await?;
     }
 
     let setup = Clients::new(target.nodes(), target.nodes().len())?;
@@ -752,9 +801,7 @@ async fn measure_nats(
     let mut table = Table::default();
     table.insert("rss idle MiB (max node)", max_rss_mib(&pids));
     let appends = Appends::Nats { servers };
-    let duration = Duration::from_secs(args.seconds);
-    let levels = append_levels(args);
-    measure_appends(&mut table, &appends, &pids, levels, duration, false).await?;
+    measure_appends(&mut table, &appends, &pids, args, false).await?;
     Ok(table)
 }
 
