@@ -1,9 +1,10 @@
 //! The leader's blind writes in batch entries: concurrent unconditional puts and appends,
 //! with or without Idempotency-Key (`types::BatchedWrite`), are proposed as one log entry
-//! (`Op::Batch`, or `Op::KeyedBatch` when a write carries a key) instead of one entry each. The entry is appended, replicated, fsynced and
-//! applied once, and its per-entry costs (openraft's bookkeeping, the log record, its
-//! replication frame, the state machine's meta) are shared by every write in it. Batches
-//! form in `batcher.rs`; a lone write is proposed as the command it is.
+//! (`Op::Batch`, or `Op::KeyedBatch` when a write carries a key) instead of one entry each.
+//! The entry is appended, replicated, fsynced and applied once, and its per-entry costs
+//! (openraft's bookkeeping, the log record, its replication frame, the state machine's meta)
+//! are shared by every write in it. Batches form in `batcher.rs`; a lone write is proposed
+//! as the command it is.
 //!
 //! Every write keeps its own outcome: the batch's response holds one per write, in order.
 //! A proposal that failed as a whole fails each write with the error a single proposal

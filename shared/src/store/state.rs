@@ -1702,7 +1702,8 @@ mod tests {
         let mut batch = ks.db.batch();
         let response = apply_command(ks, &mut f.meta, &mut batch, &Command::batch(writes))
             .expect("apply batch");
-        // Would panic or lose a record if the batch removed and inserted "reused" at once.
+        // Had the expiry pass removed the old "reused" record in the batch that inserts the
+        // new one, which of the two a read sees would be undefined (checked below).
         batch.commit().expect("commit");
         let CommandResponse::Batch(responses) = response else {
             panic!("not a batch response: {response:?}");

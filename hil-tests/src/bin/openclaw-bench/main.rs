@@ -67,7 +67,7 @@ struct Args {
     append_clients: Option<Vec<usize>>,
     /// Client concurrency levels for the keyed appends workload: every append carries a
     /// fresh Idempotency-Key (NATS: Nats-Msg-Id), as a client that retries safely sends
-    /// them. Empty (`--keyed-append-clients ''`) skips it.
+    /// them. 0 skips it.
     #[arg(long, value_delimiter = ',', default_value = "64")]
     keyed_append_clients: Vec<usize>,
     /// Clients for the read workloads.
@@ -672,6 +672,7 @@ async fn measure_appends(
     let keyed = args
         .keyed_append_clients
         .iter()
+        .filter(|c| **c > 0)
         .map(|c| (AppendKind::Keyed, *c));
     for (kind, clients) in plain.chain(keyed) {
         let (before, cpu_before) = (Written::now(pids, split), Cpu::now(pids));
