@@ -198,7 +198,7 @@ async fn concurrent_writes_at_a_follower_share_forward_batches_with_their_own_ou
     );
 }
 
-/// Concurrent appends with Idempotency-Keys share batch entries (`Op::KeyedBatch`) and keep
+/// Concurrent appends with Idempotency-Keys share batch entries (`Op::ClientBatch`) and keep
 /// exactly-once: every key sent three times at once, spread over the nodes, is written once,
 /// and all three sends get its one seq; appends without a key in the same load each write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -89,9 +89,8 @@ pub const FORWARD_BATCH_ITEM_MAX_BYTES: usize = 64 * 1024;
 /// and leave together in the next batch (the batch size adapts to the load).
 pub const MAX_FORWARD_BATCHES_IN_FLIGHT: usize = 4;
 
-/// A leader proposes concurrent blind writes (unconditional puts and appends, with or
-/// without Idempotency-Key) as one log entry (`Op::Batch`, `Op::KeyedBatch`) of at most this
-/// many writes.
+/// A leader proposes concurrent client writes (puts, deletes, appends; keyed, conditional or
+/// not) as one log entry (`Op::Batch`, `Op::ClientBatch`) of at most this many writes.
 pub const MAX_PROPOSAL_BATCH_WRITES: usize = 256;
 
 /// Estimated encoded bytes of the writes in one batch entry (`Command::approx_encoded_bytes`).

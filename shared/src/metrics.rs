@@ -233,7 +233,7 @@ pub static GROUP: GroupMetrics = GroupMetrics {
     ),
     batch_entries: Counter::new(
         "openclaw_batch_entries_total",
-        "Log entries this leader proposed that carry several clients' writes (Op::Batch, Op::KeyedBatch)",
+        "Log entries this leader proposed that carry several clients' writes (Op::Batch, Op::ClientBatch)",
     ),
     batched_writes: Counter::new(
         "openclaw_batched_writes_total",
@@ -241,7 +241,7 @@ pub static GROUP: GroupMetrics = GroupMetrics {
     ),
     batched_keyed_writes: Counter::new(
         "openclaw_batched_keyed_writes_total",
-        "Of those, writes that carried an Idempotency-Key (Op::KeyedBatch)",
+        "Of those, writes that carried an Idempotency-Key",
     ),
     elections: Counter::new(
         "openclaw_raft_elections_total",

@@ -118,16 +118,17 @@ pub enum Op {
     /// in order as if each were its own entry, and answered with `CommandResponse::Batch`.
     /// The element type is not `Command`, so a batch cannot nest: decoding stays bounded.
     Batch { writes: Vec<BlindWrite> },
-    /// A batch entry in which some writes carry an Idempotency-Key (a batch without any is
-    /// proposed as `Batch`, whose encoding older nodes read): each keyed write is answered
-    /// from its record if the key was seen, or applied and recorded, as on its own.
-    KeyedBatch { writes: Vec<BatchedWrite> },
+    /// A batch entry of client writes of any kind at the edge: keyed, conditional, deletes
+    /// (a batch of blind writes without keys is proposed as `Batch`, the entry older
+    /// binaries read). Applied in order as if each were its own entry: a keyed write is
+    /// answered from its record if the key was seen, a conditional one checks the revision
+    /// the writes before it in the entry left.
+    ClientBatch { writes: Vec<BatchedWrite> },
 }
 
 /// A client write whose effect depends on the state machine's meta alone (seq, HLC,
-/// backlog, fence), never on what the keyspaces hold: an unconditional put or an append at
-/// the edge. Only such writes share a log entry (with their Idempotency-Key, if any:
-/// `BatchedWrite`), so applying a batch reads no keyspace its writes stage.
+/// backlog, fence), never on what the keyspaces hold: an unconditional put or an append,
+/// without Idempotency-Key, at the edge (`Op::Batch`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlindWrite {
     pub proposed_ms: u64,
@@ -166,38 +167,6 @@ impl fmt::Debug for BlindOp {
 }
 
 impl BlindWrite {
-    /// `command` as a blind write and its Idempotency-Key, or the command back if it is not
-    /// one.
-    pub fn from_command(command: Command) -> Result<BatchedWrite, Box<Command>> {
-        let op = match command {
-            Command {
-                site: None,
-                op:
-                    Op::Put {
-                        key,
-                        value,
-                        if_revision: None,
-                    },
-                ..
-            } => BlindOp::Put { key, value },
-            Command {
-                site: None,
-                op: Op::Append { stream, data },
-                ..
-            } => BlindOp::Append { stream, data },
-            other => return Err(Box::new(other)),
-        };
-        Ok(BatchedWrite {
-            idempotency: command.idempotency,
-            write: BlindWrite {
-                proposed_ms: command.proposed_ms,
-                elapsed_ms: command.elapsed_ms,
-                backlog_limit: command.backlog_limit,
-                op,
-            },
-        })
-    }
-
     /// The same write as a command of its own (what it was before it was batched).
     pub fn into_command(self) -> Command {
         let op = match self.op {
@@ -227,45 +196,196 @@ impl BlindWrite {
     }
 }
 
-/// A blind write in a batch entry with the Idempotency-Key it came with, if any. Keyed
-/// writes share entries too: whether one applies depends on its own key's record, which
-/// the batch's apply reads before any write of the entry is staged (a key repeated inside
-/// the entry is answered from the first's staged response).
+/// A client write at the edge in a batch entry (`Op::ClientBatch`): a put (conditional or
+/// not), a delete or an append, with its Idempotency-Key if any. Its effect depends on the
+/// meta, its key's idempotency record and, if conditional, its key's revision; the batch's
+/// apply reads those from the store and from what the writes before it in the entry left
+/// (`state.rs: apply_batch`), never from its own staged writes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchedWrite {
+    pub proposed_ms: u64,
+    pub elapsed_ms: u64,
+    pub backlog_limit: Option<u64>,
     pub idempotency: Option<IdempotencyKey>,
-    pub write: BlindWrite,
+    pub op: BatchedOp,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BatchedOp {
+    Put {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+        if_revision: Option<u64>,
+    },
+    Delete {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        if_revision: Option<u64>,
+    },
+    Append {
+        stream: String,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+}
+
+impl fmt::Debug for BatchedOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BatchedOp::Put {
+                key,
+                value,
+                if_revision,
+            } => write!(
+                f,
+                "Put({}, {} bytes, if={if_revision:?})",
+                String::from_utf8_lossy(key),
+                value.len()
+            ),
+            BatchedOp::Delete { key, if_revision } => write!(
+                f,
+                "Delete({}, if={if_revision:?})",
+                String::from_utf8_lossy(key)
+            ),
+            BatchedOp::Append { stream, data } => {
+                write!(f, "Append({stream}, {} bytes)", data.len())
+            }
+        }
+    }
 }
 
 impl BatchedWrite {
+    /// `command` as a write a batch entry can carry, or the command back if it is not one
+    /// (an operator or shipping command, or a hub write to a promoted site).
+    pub fn from_command(command: Command) -> Result<BatchedWrite, Box<Command>> {
+        let op = match command {
+            Command {
+                site: None,
+                op:
+                    Op::Put {
+                        key,
+                        value,
+                        if_revision,
+                    },
+                ..
+            } => BatchedOp::Put {
+                key,
+                value,
+                if_revision,
+            },
+            Command {
+                site: None,
+                op: Op::Delete { key, if_revision },
+                ..
+            } => BatchedOp::Delete { key, if_revision },
+            Command {
+                site: None,
+                op: Op::Append { stream, data },
+                ..
+            } => BatchedOp::Append { stream, data },
+            other => return Err(Box::new(other)),
+        };
+        Ok(BatchedWrite {
+            proposed_ms: command.proposed_ms,
+            elapsed_ms: command.elapsed_ms,
+            backlog_limit: command.backlog_limit,
+            idempotency: command.idempotency,
+            op,
+        })
+    }
+
     /// The same write as a command of its own (what it was before it was batched).
     pub fn into_command(self) -> Command {
+        let op = match self.op {
+            BatchedOp::Put {
+                key,
+                value,
+                if_revision,
+            } => Op::Put {
+                key,
+                value,
+                if_revision,
+            },
+            BatchedOp::Delete { key, if_revision } => Op::Delete { key, if_revision },
+            BatchedOp::Append { stream, data } => Op::Append { stream, data },
+        };
         Command {
+            proposed_ms: self.proposed_ms,
+            elapsed_ms: self.elapsed_ms,
             idempotency: self.idempotency,
-            ..self.write.into_command()
+            backlog_limit: self.backlog_limit,
+            site: None,
+            op,
+        }
+    }
+
+    /// The write as a `BlindWrite` if it is one (no key, no condition, not a delete).
+    fn into_blind(self) -> Result<BlindWrite, Box<BatchedWrite>> {
+        let op = match self {
+            BatchedWrite {
+                idempotency: None,
+                op:
+                    BatchedOp::Put {
+                        key,
+                        value,
+                        if_revision: None,
+                    },
+                ..
+            } => BlindOp::Put { key, value },
+            BatchedWrite {
+                idempotency: None,
+                op: BatchedOp::Append { stream, data },
+                ..
+            } => BlindOp::Append { stream, data },
+            other => return Err(Box::new(other)),
+        };
+        Ok(BlindWrite {
+            proposed_ms: self.proposed_ms,
+            elapsed_ms: self.elapsed_ms,
+            backlog_limit: self.backlog_limit,
+            op,
+        })
+    }
+
+    fn from_blind(write: BlindWrite) -> BatchedWrite {
+        let op = match write.op {
+            BlindOp::Put { key, value } => BatchedOp::Put {
+                key,
+                value,
+                if_revision: None,
+            },
+            BlindOp::Append { stream, data } => BatchedOp::Append { stream, data },
+        };
+        BatchedWrite {
+            proposed_ms: write.proposed_ms,
+            elapsed_ms: write.elapsed_ms,
+            backlog_limit: write.backlog_limit,
+            idempotency: None,
+            op,
         }
     }
 
     pub fn approx_encoded_bytes(&self) -> usize {
-        let key = self.idempotency.as_ref().map_or(0, |i| i.key.len());
-        key + self.write.approx_encoded_bytes()
+        let op = match &self.op {
+            BatchedOp::Put { key, value, .. } => key.len() + value.len(),
+            BatchedOp::Delete { key, .. } => key.len(),
+            BatchedOp::Append { stream, data } => stream.len() + data.len(),
+        };
+        let idempotency = self.idempotency.as_ref().map_or(0, |i| i.key.len());
+        op + idempotency + crate::limits::BLIND_WRITE_OVERHEAD_BYTES
     }
 }
 
 impl Command {
     /// One log entry for `writes` (at least one), stamped like the last of them: `Op::Batch`
-    /// unless a write carries an Idempotency-Key.
+    /// if every write is blind, else `Op::ClientBatch`.
     pub fn batch(writes: Vec<BatchedWrite>) -> Command {
         let last = writes.last();
-        let proposed_ms = last.map_or(0, |w| w.write.proposed_ms);
-        let elapsed_ms = writes.iter().map(|w| w.write.elapsed_ms).max().unwrap_or(0);
-        let op = if writes.iter().any(|w| w.idempotency.is_some()) {
-            Op::KeyedBatch { writes }
-        } else {
-            Op::Batch {
-                writes: writes.into_iter().map(|w| w.write).collect(),
-            }
-        };
+        let proposed_ms = last.map_or(0, |w| w.proposed_ms);
+        let elapsed_ms = writes.iter().map(|w| w.elapsed_ms).max().unwrap_or(0);
+        let op = Self::batch_op(writes);
         Command {
             proposed_ms,
             elapsed_ms,
@@ -274,6 +394,26 @@ impl Command {
             site: None,
             op,
         }
+    }
+
+    fn batch_op(writes: Vec<BatchedWrite>) -> Op {
+        let mut blind = Vec::with_capacity(writes.len());
+        let mut rest = writes.into_iter();
+        while let Some(write) = rest.next() {
+            match write.into_blind() {
+                Ok(write) => blind.push(write),
+                Err(write) => {
+                    let writes = blind
+                        .into_iter()
+                        .map(BatchedWrite::from_blind)
+                        .chain(std::iter::once(*write))
+                        .chain(rest)
+                        .collect();
+                    return Op::ClientBatch { writes };
+                }
+            }
+        }
+        Op::Batch { writes: blind }
     }
 }
 
@@ -291,7 +431,7 @@ impl Command {
             }
             Op::Shipped { .. } | Op::Fence { .. } | Op::Activate => 0,
             Op::Batch { writes } => writes.iter().map(BlindWrite::approx_encoded_bytes).sum(),
-            Op::KeyedBatch { writes } => {
+            Op::ClientBatch { writes } => {
                 writes.iter().map(BatchedWrite::approx_encoded_bytes).sum()
             }
         };
@@ -333,7 +473,7 @@ impl fmt::Debug for Op {
             Op::CompleteFailback { site } => write!(f, "CompleteFailback({site})"),
             Op::Activate => write!(f, "Activate"),
             Op::Batch { writes } => write!(f, "Batch({} writes)", writes.len()),
-            Op::KeyedBatch { writes } => write!(f, "KeyedBatch({} writes)", writes.len()),
+            Op::ClientBatch { writes } => write!(f, "ClientBatch({} writes)", writes.len()),
         }
     }
 }
@@ -390,7 +530,7 @@ pub enum CommandResponse {
     },
     /// Edge: this reseeded group waits for the hub to hand the site back.
     AwaitingHandback,
-    /// The answers to an `Op::Batch` or `Op::KeyedBatch`, one per write, in order. In-process only (the
+    /// The answers to an `Op::Batch` or `Op::ClientBatch`, one per write, in order. In-process only (the
     /// proposer answers each write with its own): never encoded, and never decoded, so a
     /// frame cannot nest responses without bound.
     #[serde(skip)]

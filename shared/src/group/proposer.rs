@@ -1,6 +1,7 @@
-//! The leader's blind writes in batch entries: concurrent unconditional puts and appends,
-//! with or without Idempotency-Key (`types::BatchedWrite`), are proposed as one log entry
-//! (`Op::Batch`, or `Op::KeyedBatch` when a write carries a key) instead of one entry each.
+//! The leader's client writes in batch entries: concurrent puts, deletes and appends, keyed
+//! or conditional or neither (`types::BatchedWrite`), are proposed as one log entry
+//! (`Op::Batch` when all are blind and unkeyed, else `Op::ClientBatch`) instead of one entry
+//! each.
 //! The entry is appended, replicated, fsynced and applied once, and its per-entry costs
 //! (openraft's bookkeeping, the log record, its replication frame, the state machine's meta)
 //! are shared by every write in it. Batches form in `batcher.rs`; a lone write is proposed
@@ -19,7 +20,7 @@ use crate::limits::{
     PROPOSAL_BATCH_MAX_BYTES,
 };
 use crate::metrics::GROUP;
-use crate::types::{BatchedWrite, BlindWrite, Command, CommandResponse};
+use crate::types::{BatchedWrite, Command, CommandResponse};
 
 const LIMITS: BatchLimits = BatchLimits {
     writes: MAX_PROPOSAL_BATCH_WRITES,
@@ -38,14 +39,14 @@ impl Proposer {
         }))
     }
 
-    /// Proposes `command`, in a batch entry with whatever else is waiting if it is a blind
+    /// Proposes `command`, in a batch entry with whatever else is waiting if it is a client
     /// write of at most `PROPOSAL_BATCH_ITEM_MAX_BYTES`, else as its own entry.
     pub(super) async fn propose(&self, node: &GroupNode, command: Command) -> Outcome {
         let bytes = command.approx_encoded_bytes();
         if bytes > PROPOSAL_BATCH_ITEM_MAX_BYTES {
             return node.client_write(command).await;
         }
-        match BlindWrite::from_command(command) {
+        match BatchedWrite::from_command(command) {
             Ok(write) => self.0.write(write, bytes).await,
             Err(command) => node.client_write(*command).await,
         }

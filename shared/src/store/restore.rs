@@ -163,7 +163,7 @@ fn roll_forward(
     if let (Some(_), EntryPayload::Normal(command)) = (as_of, &entry.payload) {
         let singles: Option<Vec<Command>> = match &command.op {
             Op::Batch { writes } => Some(writes.iter().map(|w| w.clone().into_command()).collect()),
-            Op::KeyedBatch { writes } => {
+            Op::ClientBatch { writes } => {
                 Some(writes.iter().map(|w| w.clone().into_command()).collect())
             }
             _ => None,
@@ -233,7 +233,7 @@ mod tests {
     use crate::store::codec::{encode, u64_key};
     use crate::store::log::COMMITTED_KEY;
     use crate::store::Store;
-    use crate::types::{BatchedWrite, BlindWrite};
+    use crate::types::BatchedWrite;
 
     fn write(ms: u64, key: &str, value: &str) -> BatchedWrite {
         let command = Command {
@@ -248,7 +248,7 @@ mod tests {
                 if_revision: None,
             },
         };
-        BlindWrite::from_command(command).expect("blind")
+        BatchedWrite::from_command(command).expect("blind")
     }
 
     fn keyed(write: BatchedWrite) -> BatchedWrite {
@@ -273,7 +273,7 @@ mod tests {
                 write(2, "b", "b1"),
                 write(3, "a", "a2"),
             ],
-            // Keyed: an `Op::KeyedBatch`, split the same way.
+            // Keyed: an `Op::ClientBatch`, split the same way.
             vec![keyed(write(4, "c", "c1")), write(5, "b", "b2")],
         ];
         let mut batch = ks.db.batch();

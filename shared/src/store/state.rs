@@ -16,8 +16,8 @@ use crate::limits::{IDEMPOTENCY_EXPIRE_PER_APPLY, OUTBOX_COMPACT_PER_APPLY};
 use crate::ship::rules::{decide, Decision, SiteShipState};
 use crate::ship::{EventKind, ShipReply, ShippedEvent};
 use crate::types::{
-    BlindOp, BlindWrite, Command, CommandResponse, Hlc, IdempotencyKey, LogId, Op, SiteOwner,
-    StoredMembership,
+    BatchedOp, BatchedWrite, BlindOp, BlindWrite, Command, CommandResponse, Hlc, IdempotencyKey,
+    LogId, Op, SiteOwner, StoredMembership,
 };
 
 /// State machine bookkeeping, written atomically with every applied entry.
@@ -145,12 +145,10 @@ pub(crate) fn apply_command(
 ) -> Result<CommandResponse, StoreError> {
     match &command.op {
         Op::Batch { writes } => {
-            let writes = writes.iter().map(|w| (None, w));
-            return apply_batch(ks, meta, batch, writes);
+            return apply_batch(ks, meta, batch, writes.iter().map(BatchItem::from));
         }
-        Op::KeyedBatch { writes } => {
-            let writes = writes.iter().map(|w| (w.idempotency.as_ref(), &w.write));
-            return apply_batch(ks, meta, batch, writes);
+        Op::ClientBatch { writes } => {
+            return apply_batch(ks, meta, batch, writes.iter().map(BatchItem::from));
         }
         _ => {}
     }
@@ -284,7 +282,7 @@ pub(crate) fn apply_command(
             CommandResponse::Empty
         }
         // Applied by `apply_batch` above, before this command's own clock tick.
-        Op::Batch { .. } | Op::KeyedBatch { .. } => CommandResponse::Empty,
+        Op::Batch { .. } | Op::ClientBatch { .. } => CommandResponse::Empty,
     };
     if let Writer::Site { name, record, .. } = &writer {
         batch.insert(&ks.sites, name.as_bytes(), encode(record)?);
@@ -293,67 +291,191 @@ pub(crate) fn apply_command(
     finish(ks, meta, batch, command, retention_ms, response)
 }
 
+/// One write of a batch entry as `apply_batch` reads it (`Op::Batch`, `Op::ClientBatch`).
+struct BatchItem<'a> {
+    idempotency: Option<&'a IdempotencyKey>,
+    proposed_ms: u64,
+    elapsed_ms: u64,
+    backlog_limit: Option<u64>,
+    op: ItemOp<'a>,
+}
+
+enum ItemOp<'a> {
+    Put {
+        key: &'a [u8],
+        value: &'a [u8],
+        if_revision: Option<u64>,
+    },
+    Delete {
+        key: &'a [u8],
+        if_revision: Option<u64>,
+    },
+    Append {
+        stream: &'a str,
+        data: &'a [u8],
+    },
+}
+
+impl<'a> From<&'a BlindWrite> for BatchItem<'a> {
+    fn from(write: &'a BlindWrite) -> Self {
+        BatchItem {
+            idempotency: None,
+            proposed_ms: write.proposed_ms,
+            elapsed_ms: write.elapsed_ms,
+            backlog_limit: write.backlog_limit,
+            op: match &write.op {
+                BlindOp::Put { key, value } => ItemOp::Put {
+                    key,
+                    value,
+                    if_revision: None,
+                },
+                BlindOp::Append { stream, data } => ItemOp::Append { stream, data },
+            },
+        }
+    }
+}
+
+impl<'a> From<&'a BatchedWrite> for BatchItem<'a> {
+    fn from(write: &'a BatchedWrite) -> Self {
+        BatchItem {
+            idempotency: write.idempotency.as_ref(),
+            proposed_ms: write.proposed_ms,
+            elapsed_ms: write.elapsed_ms,
+            backlog_limit: write.backlog_limit,
+            op: match &write.op {
+                BatchedOp::Put {
+                    key,
+                    value,
+                    if_revision,
+                } => ItemOp::Put {
+                    key,
+                    value,
+                    if_revision: *if_revision,
+                },
+                BatchedOp::Delete { key, if_revision } => ItemOp::Delete {
+                    key,
+                    if_revision: *if_revision,
+                },
+                BatchedOp::Append { stream, data } => ItemOp::Append { stream, data },
+            },
+        }
+    }
+}
+
+/// What a write of a batch comes to before it takes a seq.
+enum WriteDecision {
+    /// Answered without an event (a failed condition, a delete of nothing); remembered
+    /// under its key like an applied write.
+    Answer(CommandResponse),
+    Admit(EventKind),
+}
+
 /// Applies a batch entry's writes in order, with the effects each would have had as its own
-/// entry: the same seqs, HLCs, refusals and responses, and the last admitted put of a key
-/// is the key's value. Blind writes read nothing but `meta`, and a keyed one also its key's
-/// record, which no write of the batch has staged: a key repeated in the batch is answered
-/// from the first's response, held here. The bounded housekeeping (outbox compaction,
-/// idempotency expiry) runs once, with the budget of all the writes, and leaves the keys
-/// this batch records alone.
+/// entry: the same seqs, HLCs, refusals and responses, and the last admitted write of a key
+/// is the key's value. What a write reads besides `meta` (its key's idempotency record, a
+/// conditional write's revision) comes from the writes before it in the entry where they
+/// touched it (`recorded`, `revisions`), else from the store: nothing reads the batch's own
+/// staged writes. The bounded housekeeping (outbox compaction, idempotency expiry) runs
+/// once, with the budget of all the writes, and leaves the keys this batch records alone.
 fn apply_batch<'a>(
     ks: &Keyspaces,
     meta: &mut SmMeta,
     batch: &mut WriteBatch,
-    writes: impl ExactSizeIterator<Item = (Option<&'a IdempotencyKey>, &'a BlindWrite)>,
+    writes: impl ExactSizeIterator<Item = BatchItem<'a>>,
 ) -> Result<CommandResponse, StoreError> {
     let applies = writes.len().max(1);
     let mut responses = Vec::with_capacity(writes.len());
     let mut admitted = Vec::with_capacity(writes.len());
-    // Keys answered by this batch: their records (staged below) and responses.
+    // Idempotency keys answered by this batch: their records' expiry and responses.
     let mut recorded: HashMap<&[u8], (u64, CommandResponse)> = HashMap::new();
-    for (idempotency, write) in writes {
+    // KV keys admitted writes of this batch left: their revision, or none (deleted).
+    let mut revisions: HashMap<&[u8], Option<u64>> = HashMap::new();
+    for write in writes {
         meta.hlc = meta.hlc.tick(write.proposed_ms);
         meta.retention_ms = meta.retention_ms.max(write.elapsed_ms);
-        if let Some(idem) = idempotency {
+        if let Some(idem) = write.idempotency {
             if let Some(response) = remembered(ks, &recorded, idem, meta.retention_ms)? {
                 responses.push(response);
                 continue;
             }
         }
-        let kind = match &write.op {
-            BlindOp::Put { key, value } => EventKind::Put {
-                key: key.clone(),
-                value: value.clone(),
-            },
-            BlindOp::Append { stream, data } => EventKind::Append {
-                stream: stream.clone(),
-                data: data.clone(),
-            },
+        let revision = |key: &[u8]| match revisions.get(key) {
+            Some(revision) => Ok(*revision),
+            None => current_revision(ks, key, &[]),
         };
-        match admit_edge_event(ks, meta, batch, write.backlog_limit, &kind)? {
-            Ok(seq) => {
-                let hlc = meta.hlc.0;
-                let response = match kind {
-                    EventKind::Append { .. } => CommandResponse::Appended { seq, hlc },
-                    _ => CommandResponse::Put { seq, revision: seq },
+        let decision = match write.op {
+            ItemOp::Put {
+                key,
+                value,
+                if_revision,
+            } => {
+                let current = match if_revision {
+                    Some(_) => revision(key)?,
+                    None => None,
                 };
-                if let Some(idem) = idempotency {
-                    let expires_ms = idem_expiry(meta.retention_ms, idem);
-                    recorded.insert(idem.key.as_bytes(), (expires_ms, response.clone()));
+                match if_revision {
+                    Some(expected) if current.unwrap_or(0) != expected => {
+                        WriteDecision::Answer(CommandResponse::RevisionMismatch { current })
+                    }
+                    _ => WriteDecision::Admit(EventKind::Put {
+                        key: key.to_vec(),
+                        value: value.to_vec(),
+                    }),
                 }
-                responses.push(response);
-                admitted.push((seq, hlc, kind));
             }
-            // A refused write is not remembered under its key, as on its own.
-            Err(refused) => responses.push(refused),
+            ItemOp::Delete { key, if_revision } => {
+                let current = revision(key)?;
+                match (current, if_revision) {
+                    (None, _) => WriteDecision::Answer(CommandResponse::NotFound),
+                    (Some(revision), Some(expected)) if revision != expected => {
+                        WriteDecision::Answer(CommandResponse::RevisionMismatch { current })
+                    }
+                    (Some(_), _) => WriteDecision::Admit(EventKind::Delete { key: key.to_vec() }),
+                }
+            }
+            ItemOp::Append { stream, data } => WriteDecision::Admit(EventKind::Append {
+                stream: stream.to_owned(),
+                data: data.to_vec(),
+            }),
+        };
+        let response = match decision {
+            WriteDecision::Answer(response) => response,
+            WriteDecision::Admit(kind) => {
+                match admit_edge_event(ks, meta, batch, write.backlog_limit, &kind)? {
+                    Ok(seq) => {
+                        let hlc = meta.hlc.0;
+                        let response = match &kind {
+                            EventKind::Put { .. } => CommandResponse::Put { seq, revision: seq },
+                            EventKind::Delete { .. } => CommandResponse::Deleted { seq },
+                            EventKind::Append { .. } => CommandResponse::Appended { seq, hlc },
+                        };
+                        if let ItemOp::Put { key, .. } | ItemOp::Delete { key, .. } = write.op {
+                            let left = matches!(kind, EventKind::Put { .. }).then_some(seq);
+                            revisions.insert(key, left);
+                        }
+                        admitted.push((seq, hlc, kind));
+                        response
+                    }
+                    // A refused write is not remembered under its key, as on its own.
+                    Err(refused) => {
+                        responses.push(refused);
+                        continue;
+                    }
+                }
+            }
+        };
+        if let Some(idem) = write.idempotency {
+            let expires_ms = idem_expiry(meta.retention_ms, idem);
+            recorded.insert(idem.key.as_bytes(), (expires_ms, response.clone()));
         }
+        responses.push(response);
     }
     // One fjall batch must not hold a key twice (its items share one seqno, so which one a
-    // read sees is undefined): a put that a later admitted put of its key supersedes is left
-    // out, which is what applying them one by one would leave on disk.
+    // read sees is undefined): a put or delete that a later admitted one of its key
+    // supersedes is left out, which is what applying them one by one would leave on disk.
     let mut written = HashSet::new();
     for (seq, hlc, kind) in admitted.iter().rev() {
-        if let EventKind::Put { key, .. } = kind {
+        if let EventKind::Put { key, .. } | EventKind::Delete { key } = kind {
             if !written.insert(key.as_slice()) {
                 continue;
             }
@@ -1212,7 +1334,6 @@ mod tests {
     use super::*;
     use crate::config::StorageSection;
     use crate::store::Store;
-    use crate::types::BatchedWrite;
 
     struct Fixture {
         _dir: tempfile::TempDir,
@@ -1515,7 +1636,7 @@ mod tests {
             site: None,
             op,
         };
-        BlindWrite::from_command(command).expect("a blind write")
+        BatchedWrite::from_command(command).expect("a blind write")
     }
 
     fn dump_all(f: &Fixture) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -1655,7 +1776,7 @@ mod tests {
         ];
         assert!(matches!(
             Command::batch(writes.clone()).op,
-            Op::KeyedBatch { .. }
+            Op::ClientBatch { .. }
         ));
         let responses = assert_batch_applies_as_one_by_one(&mut a, &mut b, writes);
         assert_eq!(
@@ -1732,8 +1853,81 @@ mod tests {
         assert_eq!(f.reader().stream("s", 1, 10).expect("stream").len(), 4);
     }
 
+    /// A write of the batch as its command would be: `op` at `ms`, backlog limit 10,000.
+    fn client(ms: u64, op: Op) -> BatchedWrite {
+        blind(ms, Some(10_000), op)
+    }
+
+    fn delete(key: &str, if_revision: Option<u64>) -> Op {
+        Op::Delete {
+            key: key.into(),
+            if_revision,
+        }
+    }
+
     #[test]
-    fn only_blind_writes_can_be_batched() {
+    fn conditional_writes_and_deletes_in_a_batch_see_the_writes_before_them() {
+        let (mut a, mut b) = (Fixture::new(), Fixture::new());
+        for f in [&mut a, &mut b] {
+            assert_eq!(
+                f.apply(10, None, put("k", "v1", None)),
+                CommandResponse::Put {
+                    seq: 1,
+                    revision: 1
+                }
+            );
+            f.apply(10, None, put("gone", "x", None));
+        }
+        let writes = vec![
+            // k is at revision 1: this holds and makes it 3 …
+            client(20, put("k", "v2", Some(1))),
+            // … so the same condition no longer holds, and says the revision it saw.
+            client(20, put("k", "v3", Some(1))),
+            client(21, put("k", "v4", Some(3))),
+            // Put-if-absent on a key a delete in the same entry took away.
+            client(22, delete("gone", Some(2))),
+            client(22, put("gone", "back", Some(0))),
+            client(23, delete("never", None)),
+            client(23, put("new", "n1", Some(0))),
+            client(24, put("new", "n2", Some(0))),
+            // Deleted after its last put: the delete is what the store keeps.
+            client(25, delete("new", None)),
+            keyed(26, "once", 600, put("k", "keyed-cas", Some(5))),
+            keyed(26, "once", 600, put("k", "repeat", Some(5))),
+            client(27, append("between")),
+        ];
+        assert!(matches!(
+            Command::batch(writes.clone()).op,
+            Op::ClientBatch { .. }
+        ));
+        let responses = assert_batch_applies_as_one_by_one(&mut a, &mut b, writes);
+        assert_eq!(
+            responses[..3],
+            [
+                CommandResponse::Put {
+                    seq: 3,
+                    revision: 3
+                },
+                CommandResponse::RevisionMismatch { current: Some(3) },
+                CommandResponse::Put {
+                    seq: 4,
+                    revision: 4
+                },
+            ]
+        );
+        assert_eq!(responses[5], CommandResponse::NotFound);
+        assert_eq!(responses[10], responses[9], "a key repeated in the entry");
+        let reader = b.reader();
+        assert_eq!(
+            reader.get(b"gone").expect("get").expect("gone").value(),
+            b"back"
+        );
+        assert!(reader.get(b"new").expect("get").is_none());
+        assert_eq!(reader.get(b"k").expect("get").expect("k").value(), b"v4");
+    }
+
+    #[test]
+    fn writes_that_batch_entries_carry() {
         let command = |idem: Option<&str>, op: Op| Command {
             proposed_ms: 1,
             elapsed_ms: 1,
@@ -1745,33 +1939,56 @@ mod tests {
             site: None,
             op,
         };
-        for blind in [
+        for write in [
             command(None, put("k", "v", None)),
             command(None, append("v")),
             command(Some("once"), put("k", "v", None)),
             command(Some("once"), append("v")),
-        ] {
-            let write = BlindWrite::from_command(blind.clone()).expect("blind");
-            assert_eq!(write.into_command(), blind);
-        }
-        for not_blind in [
             command(None, put("k", "v", Some(3))),
             command(Some("once"), put("k", "v", Some(0))),
-            command(
-                None,
-                Op::Delete {
-                    key: b"k".to_vec(),
-                    if_revision: None,
-                },
-            ),
+            command(None, delete("k", None)),
+            command(Some("once"), delete("k", Some(2))),
+        ] {
+            let batched = BatchedWrite::from_command(write.clone()).expect("batched");
+            assert_eq!(batched.into_command(), write);
+        }
+        for alone in [
             command(None, Op::Shipped { through: 1 }),
+            command(None, Op::Activate),
             Command {
                 site: Some("site-1".into()),
                 ..command(None, append("v"))
             },
         ] {
-            let back = BlindWrite::from_command(not_blind.clone()).expect_err("not blind");
-            assert_eq!(*back, not_blind);
+            let back = BatchedWrite::from_command(alone.clone()).expect_err("not batched");
+            assert_eq!(*back, alone);
+        }
+        // Only blind writes without keys make the entry older binaries read.
+        let batch = |writes: Vec<Command>| {
+            let writes = writes
+                .into_iter()
+                .map(|w| BatchedWrite::from_command(w).expect("batched"))
+                .collect();
+            Command::batch(writes).op
+        };
+        assert!(matches!(
+            batch(vec![
+                command(None, put("k", "v", None)),
+                command(None, append("v"))
+            ]),
+            Op::Batch { writes } if writes.len() == 2
+        ));
+        for other in [
+            command(None, put("k", "v", Some(1))),
+            command(None, delete("k", None)),
+            command(Some("once"), append("v")),
+        ] {
+            let op = batch(vec![command(None, append("first")), other.clone()]);
+            let Op::ClientBatch { writes } = op else {
+                panic!("{other:?} in an Op::Batch");
+            };
+            let commands: Vec<Command> = writes.into_iter().map(|w| w.into_command()).collect();
+            assert_eq!(commands, vec![command(None, append("first")), other]);
         }
     }
 

@@ -70,6 +70,11 @@ struct Args {
     /// them. 0 skips it.
     #[arg(long, value_delimiter = ',', default_value = "64")]
     keyed_append_clients: Vec<usize>,
+    /// Client concurrency levels for the conditional writes workload: each client rewrites
+    /// its own key only if it is still at the revision it last wrote (OpenClaw: If-Match;
+    /// etcd: a txn comparing the key's mod_revision), a read-modify-write loop. 0 skips it.
+    #[arg(long, value_delimiter = ',', default_value = "64")]
+    conditional_clients: Vec<usize>,
     /// Clients for the read workloads.
     #[arg(long, default_value_t = 16)]
     read_clients: usize,
@@ -169,6 +174,56 @@ impl Target {
             }
         }
         Ok(())
+    }
+
+    /// Puts `value` at `key` only if the key is at `revision` (0: absent); returns the key's
+    /// new revision. Fails if the condition did not hold.
+    async fn put_if(
+        &self,
+        clients: &Clients,
+        client: usize,
+        key: &str,
+        value: &[u8],
+        revision: u64,
+    ) -> anyhow::Result<u64> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        match self {
+            Target::OpenClaw { .. } => {
+                let path = format!("/v1/kv/{key}");
+                let expected = revision.to_string();
+                let headers = [("If-Match", expected.as_str())];
+                let response = clients.send(client, "PUT", &path, &headers, value).await?;
+                let reply: Value = serde_json::from_slice(&response.body)?;
+                reply["revision"]
+                    .as_u64()
+                    .context("conditional put reply without revision")
+            }
+            Target::Etcd { .. } => {
+                let body = json!({
+                    "compare": [{
+                        "key": b64.encode(key),
+                        "result": "EQUAL",
+                        "target": "MOD",
+                        "mod_revision": revision.to_string(),
+                    }],
+                    "success": [{
+                        "request_put": {"key": b64.encode(key), "value": b64.encode(value)},
+                    }],
+                });
+                let body = serde_json::to_vec(&body)?;
+                let response = clients
+                    .send(client, "POST", "/v3/kv/txn", JSON, &body)
+                    .await?;
+                let reply: Value = serde_json::from_slice(&response.body)?;
+                if reply["succeeded"] != json!(true) {
+                    bail!("etcd txn: the key was not at revision {revision}: {reply}");
+                }
+                reply["header"]["revision"]
+                    .as_str()
+                    .and_then(|r| r.parse().ok())
+                    .context("etcd txn reply without header.revision")
+            }
+        }
     }
 
     async fn get(
@@ -731,6 +786,7 @@ async fn measure(
         );
     }
     table.insert("rss under write load MiB (max node)", peak_rss);
+    measure_conditional_writes(&mut table, &target, pids, args, split).await?;
 
     if let Some(appends) = appends {
         measure_appends(&mut table, &appends, pids, args, split).await?;
@@ -768,6 +824,60 @@ async fn measure(
         table.record_cpu(&label, &figures, cpu);
     }
     Ok(table)
+}
+
+/// The conditional writes workload at its levels: each client puts its own key only if it
+/// is at the revision the client last wrote (after a failed request, it starts a new key).
+async fn measure_conditional_writes(
+    table: &mut Table,
+    target: &Target,
+    pids: &[u32],
+    args: &Args,
+    split: bool,
+) -> anyhow::Result<()> {
+    let duration = Duration::from_secs(args.seconds);
+    for &clients in args.conditional_clients.iter().filter(|c| **c > 0) {
+        let run: u64 = rand::random();
+        // Per client: the key's generation and the revision it last wrote there.
+        let state: Arc<Vec<(AtomicU64, AtomicU64)>> = Arc::new(
+            (0..clients)
+                .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
+                .collect(),
+        );
+        let (before, cpu_before) = (Written::now(pids, split), Cpu::now(pids));
+        let (t, h) = (target.clone(), Clients::new(target.nodes(), clients)?);
+        let figures = drive(clients, duration, move |c, _| {
+            let (t, h, state) = (t.clone(), h.clone(), state.clone());
+            async move {
+                let (generation, revision) = &state[c];
+                let key = format!("cas/{run:016x}/{c}/{}", generation.load(Ordering::Relaxed));
+                let expected = revision.load(Ordering::Relaxed);
+                match t.put_if(&h, c, &key, &random_value(), expected).await {
+                    Ok(new) => {
+                        revision.store(new, Ordering::Relaxed);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        // Its outcome is unknown: carry on from a fresh key.
+                        generation.fetch_add(1, Ordering::Relaxed);
+                        revision.store(0, Ordering::Relaxed);
+                        Err(e)
+                    }
+                }
+            }
+        })
+        .await;
+        let cpu = Cpu::now(pids).since(cpu_before);
+        let written = Written::now(pids, split).since(before);
+        table.record_level(
+            &format!("conditional writes c={clients}"),
+            &figures,
+            cpu,
+            written,
+            pids.len(),
+        );
+    }
+    Ok(())
 }
 
 fn append_levels(args: &Args) -> &[usize] {
