@@ -42,7 +42,7 @@ if [ -f ../shared/tools/contract-check.sh ]; then
 else
   echo "contract check skipped: ../shared/tools/contract-check.sh not found"
 fi
-target/debug/openclaw-bench --seconds 1 --clients 1,4 --keyed-append-clients 2 --read-clients 2 --nodes 1 --failovers 1 >/dev/null
+target/debug/openclaw-bench --seconds 1 --clients 1,4 --keyed-append-clients 2 --conditional-clients 2 --read-clients 2 --nodes 1 --failovers 1 >/dev/null
 echo "bench smoke run: ok"
 # Every decoder of untrusted bytes, fuzzed briefly (cargo-fuzz on nightly; installs it).
 shared/fuzz/run.sh "${FUZZ_SECONDS:-10}"
