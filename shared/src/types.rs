@@ -210,6 +210,8 @@ pub struct BatchedWrite {
     pub op: BatchedOp,
 }
 
+/// `Op`'s client write variants, as a type of their own so that a batch entry cannot hold
+/// a batch (its decoding stays bounded).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BatchedOp {
     Put {
