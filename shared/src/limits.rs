@@ -106,8 +106,9 @@ pub const PROPOSAL_BATCH_ITEM_MAX_BYTES: usize = 64 * 1024;
 /// the entry's append and replication, and commands other than blind writes never wait here.
 pub const MAX_PROPOSAL_BATCHES_IN_FLIGHT: usize = 1;
 
-/// Encoded size of one write in a batch entry beyond its key and value (two clock stamps,
-/// the backlog limit, the variant and two lengths, as varints).
+/// Encoded size of one write in a batch entry beyond its key, value and Idempotency-Key
+/// (two clock stamps, the backlog limit, a condition, the key's window, the variants and
+/// the lengths, as varints).
 pub const BLIND_WRITE_OVERHEAD_BYTES: usize = 64;
 
 /// Bytes a QUIC peer may have in flight to us on one connection (all streams), and that we

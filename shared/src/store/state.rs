@@ -3,7 +3,7 @@
 //! they can be tested without Raft. Everything here is deterministic in (state, command):
 //! replicas that apply the same log hold the same bytes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -374,7 +374,7 @@ enum WriteDecision {
 /// entry: the same seqs, HLCs, refusals and responses, and the last admitted write of a key
 /// is the key's value. What a write reads besides `meta` (its key's idempotency record, a
 /// conditional write's revision) comes from the writes before it in the entry where they
-/// touched it (`recorded`, `revisions`), else from the store: nothing reads the batch's own
+/// touched it (`recorded`, `last_write`), else from the store: nothing reads the batch's own
 /// staged writes. The bounded housekeeping (outbox compaction, idempotency expiry) runs
 /// once, with the budget of all the writes, and leaves the keys this batch records alone.
 fn apply_batch<'a>(
@@ -388,8 +388,10 @@ fn apply_batch<'a>(
     let mut admitted = Vec::with_capacity(writes.len());
     // Idempotency keys answered by this batch: their records' expiry and responses.
     let mut recorded: HashMap<&[u8], (u64, CommandResponse)> = HashMap::new();
-    // KV keys admitted writes of this batch left: their revision, or none (deleted).
-    let mut revisions: HashMap<&[u8], Option<u64>> = HashMap::new();
+    // KV keys written by admitted writes of this batch: the seq of the last one, and whether
+    // it was a put (its seq is the key's revision) or a delete. Conditional writes read the
+    // revision here; staging keeps only that last write of each key.
+    let mut last_write: HashMap<&[u8], (u64, bool)> = HashMap::new();
     for write in writes {
         meta.hlc = meta.hlc.tick(write.proposed_ms);
         meta.retention_ms = meta.retention_ms.max(write.elapsed_ms);
@@ -399,8 +401,8 @@ fn apply_batch<'a>(
                 continue;
             }
         }
-        let revision = |key: &[u8]| match revisions.get(key) {
-            Some(revision) => Ok(*revision),
+        let revision = |key: &[u8]| match last_write.get(key) {
+            Some(&(seq, put)) => Ok(put.then_some(seq)),
             None => current_revision(ks, key, &[]),
         };
         let decision = match write.op {
@@ -450,8 +452,8 @@ fn apply_batch<'a>(
                             EventKind::Append { .. } => CommandResponse::Appended { seq, hlc },
                         };
                         if let ItemOp::Put { key, .. } | ItemOp::Delete { key, .. } = write.op {
-                            let left = matches!(kind, EventKind::Put { .. }).then_some(seq);
-                            revisions.insert(key, left);
+                            let put = matches!(kind, EventKind::Put { .. });
+                            last_write.insert(key, (seq, put));
                         }
                         admitted.push((seq, hlc, kind));
                         response
@@ -473,10 +475,9 @@ fn apply_batch<'a>(
     // One fjall batch must not hold a key twice (its items share one seqno, so which one a
     // read sees is undefined): a put or delete that a later admitted one of its key
     // supersedes is left out, which is what applying them one by one would leave on disk.
-    let mut written = HashSet::new();
-    for (seq, hlc, kind) in admitted.iter().rev() {
+    for (seq, hlc, kind) in &admitted {
         if let EventKind::Put { key, .. } | EventKind::Delete { key } = kind {
-            if !written.insert(key.as_slice()) {
+            if last_write.get(key.as_slice()).map(|&(last, _)| last) != Some(*seq) {
                 continue;
             }
         }
