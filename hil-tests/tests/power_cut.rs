@@ -79,7 +79,7 @@ mod nodes {
 
     use openclaw_hil_tests::checker::check_stream;
     use openclaw_hil_tests::powercut::PowerCutDisk;
-    use openclaw_hil_tests::rig::{appender, converged_seq, Appends, STREAM};
+    use openclaw_hil_tests::rig::{appender, converged_seq, Appends, Retry, STREAM};
     use openclaw_hil_tests::{wait_until, GroupOptions, LabGroup};
 
     /// Concurrent appenders during each cycle.
@@ -117,10 +117,13 @@ mod nodes {
         let target = appends.acked_count() + APPENDS_PER_CYCLE;
         let tasks: Vec<_> = (0..APPENDERS)
             .map(|a| {
+                // One appender sends Idempotency-Keys: their records are cut like the rest.
+                let retry = if a == 0 { Retry::SameKey } else { Retry::Never };
                 tokio::spawn(appender(
                     n * 10 + a,
                     urls.clone(),
                     (n * 10 + a) as u64 + 7,
+                    retry,
                     stop.clone(),
                     appends.clone(),
                 ))

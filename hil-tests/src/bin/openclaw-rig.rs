@@ -136,13 +136,14 @@ async fn main() -> ExitCode {
         match report {
             Ok(r) => {
                 println!(
-                    "run {n} seed {seed}: {} ops ({} unknown), {} appends ({} unknown, {} lost, \
-                     {} duplicated), {} faults ({} node power cuts, {} B unsynced dropped), {} \
+                    "run {n} seed {seed}: {} ops ({} unknown), {} appends ({} unknown, {} acked \
+                     on a keyed retry, {} lost, {} duplicated), {} faults ({} node power cuts, {} B unsynced dropped), {} \
                      violations, {} boot failures, converged {}",
                     r.operations,
                     r.unknown,
                     r.appends_acked,
                     r.appends_unknown,
+                    r.appends_retried,
                     r.appends_lost,
                     r.appends_duplicated,
                     r.faults.len(),

@@ -3,8 +3,8 @@
 //! nemesis injects faults (partitions, leader kill -9, pauses, lossy links, membership
 //! changes, power cuts of one node or the whole site, uplink cuts, hub kills and hub
 //! partitions, and several of them at once); at the end the group is healed, each key's
-//! history is checked for linearizability, every acknowledged append must be in the stream
-//! exactly once at its seq on every replica (and the hub), and every replica must hold the
+//! history is checked for linearizability, every acknowledged append (keyed ones retried
+//! with their Idempotency-Key after an unknown outcome) must be in the stream exactly once at its seq on every replica (and the hub), and every replica must hold the
 //! same state.
 
 mod nemesis;
@@ -20,8 +20,8 @@ use reqwest::Method;
 use crate::checker::{check, check_stream, Outcome, Verdict};
 use crate::LabGroup;
 use nemesis::{families, Nemesis};
-pub use workload::{appender, Appends, STREAM};
-use workload::{client, History, Rng, APPENDERS};
+pub use workload::{appender, Appends, Retry, STREAM};
+use workload::{client, History, Rng, APPENDERS, KEYED_APPENDERS};
 
 /// Search budget of the checker per key.
 const CHECK_STEPS: u64 = 5_000_000;
@@ -55,6 +55,9 @@ pub struct RigReport {
     /// Stream appends acknowledged, and with unknown outcome.
     pub appends_acked: usize,
     pub appends_unknown: usize,
+    /// Keyed appends acknowledged by a retry after an unknown outcome (each must still be in
+    /// the stream once).
+    pub appends_retried: usize,
     /// Acknowledged appends missing from (or at another seq in) some replica's stream.
     pub appends_lost: usize,
     /// Appends present more than once in some replica's stream.
@@ -183,11 +186,17 @@ pub async fn run(
         )));
     }
     let appends = Arc::new(Appends::default());
-    for a in 0..APPENDERS {
+    for a in 0..APPENDERS + KEYED_APPENDERS {
+        let retry = if a < APPENDERS {
+            Retry::Never
+        } else {
+            Retry::SameKey
+        };
         clients.push(tokio::spawn(appender(
             a,
             urls.clone(),
             config.seed.wrapping_add(1_000_003 + a as u64),
+            retry,
             stop.clone(),
             appends.clone(),
         )));
@@ -268,6 +277,7 @@ pub async fn run(
     let acked = appends.acked();
     report.appends_acked = acked.len();
     report.appends_unknown = appends.unknown();
+    report.appends_retried = appends.retried();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;

@@ -12,14 +12,17 @@ use crate::checker::{Op, Operation, Outcome};
 
 /// The stream the appenders write.
 pub const STREAM: &str = "rig-events";
-/// Concurrent appenders.
+/// Concurrent appenders without Idempotency-Key ([`Retry::Never`]).
 pub(super) const APPENDERS: usize = 2;
+/// Concurrent appenders with one ([`Retry::SameKey`]).
+pub(super) const KEYED_APPENDERS: usize = 1;
 
 /// Acknowledged appends (payload → seq) and the count of unknown outcomes.
 #[derive(Default)]
 pub struct Appends {
     acked: Mutex<BTreeMap<String, u64>>,
     unknown: AtomicUsize,
+    retried: AtomicUsize,
 }
 
 impl Appends {
@@ -32,15 +35,39 @@ impl Appends {
     pub fn unknown(&self) -> usize {
         self.unknown.load(Ordering::Relaxed)
     }
+    /// Keyed appends acknowledged by a retry after an unknown outcome.
+    pub fn retried(&self) -> usize {
+        self.retried.load(Ordering::Relaxed)
+    }
 }
 
-/// One appender to [`STREAM`]: unique payloads (`a{id}-{n}`) at random nodes, each sent
-/// once without an idempotency key (a retry could legitimately apply twice); a failure is
-/// an unknown outcome. Runs until `stop`.
+/// Whether an appender sends an Idempotency-Key, and so may retry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// Each append is sent once: a retry could legitimately apply twice.
+    Never,
+    /// Each append carries an Idempotency-Key; an unknown outcome is retried with the same
+    /// key at a random node until it is answered (or the appender is stopped), and the
+    /// stream must hold it once all the same.
+    SameKey,
+}
+
+/// What became of one attempt at an append.
+enum Attempt {
+    Acked(u64),
+    /// Provably not applied: refused before it was sent, or a definite refusal.
+    NotApplied,
+    Unknown,
+}
+
+/// One appender to [`STREAM`]: unique payloads (`a{id}-{n}`, `k{id}-{n}` when keyed) at random
+/// nodes, retried as `retry` says; an append left unanswered is an unknown outcome. Runs
+/// until `stop`.
 pub async fn appender(
     id: usize,
     urls: Vec<String>,
     seed: u64,
+    retry: Retry,
     stop: Arc<AtomicBool>,
     out: Arc<Appends>,
 ) {
@@ -52,41 +79,74 @@ pub async fn appender(
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
-        let payload = format!("a{id}-{n}");
-        let url = format!(
-            "{}/v1/streams/{STREAM}",
-            urls[rng.next(urls.len() as u64) as usize]
-        );
-        let answer = crate::request(
-            &http,
-            Method::POST,
-            &url,
-            &[],
-            Some(payload.clone().into_bytes()),
-        )
-        .await;
-        match answer {
-            Ok(a) if a.status == 200 => match a.json()["seq"].as_u64() {
-                Some(seq) => {
-                    out.acked
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(payload, seq);
-                }
-                None => {
+        let (payload, key) = match retry {
+            Retry::Never => (format!("a{id}-{n}"), None),
+            Retry::SameKey => (format!("k{id}-{n}"), Some(format!("rig-k{id}-{n}"))),
+        };
+        let mut tries = 0;
+        let seq = loop {
+            tries += 1;
+            let url = format!(
+                "{}/v1/streams/{STREAM}",
+                urls[rng.next(urls.len() as u64) as usize]
+            );
+            match append_once(&http, &url, &payload, key.as_deref()).await {
+                Attempt::Acked(seq) => break Some(seq),
+                // After an unknown outcome even a refusal does not say the first try was
+                // not applied: only an answer to the key does.
+                Attempt::NotApplied if tries == 1 => break None,
+                _ if key.is_none() => {
                     out.unknown.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    break None;
                 }
-            },
-            // Refused before it was sent, or answered with a definite refusal: not applied.
-            Err(e)
-                if e.downcast_ref::<reqwest::Error>()
-                    .is_some_and(|e| e.is_connect()) => {}
-            Ok(a) if a.status == 400 || a.status == 404 || a.status == 413 => {}
-            _ => {
-                out.unknown.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                _ if stop.load(Ordering::Relaxed) => {
+                    out.unknown.fetch_add(1, Ordering::Relaxed);
+                    break None;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
             }
+        };
+        if let Some(seq) = seq {
+            if tries > 1 {
+                out.retried.fetch_add(1, Ordering::Relaxed);
+            }
+            out.acked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(payload, seq);
         }
+    }
+}
+
+async fn append_once(
+    http: &reqwest::Client,
+    url: &str,
+    payload: &str,
+    key: Option<&str>,
+) -> Attempt {
+    let headers: Vec<(&str, &str)> = key.map(|k| ("Idempotency-Key", k)).into_iter().collect();
+    let answer = crate::request(
+        http,
+        Method::POST,
+        url,
+        &headers,
+        Some(payload.as_bytes().to_vec()),
+    )
+    .await;
+    match answer {
+        Ok(a) if a.status == 200 => match a.json()["seq"].as_u64() {
+            Some(seq) => Attempt::Acked(seq),
+            None => Attempt::Unknown,
+        },
+        Err(e)
+            if e.downcast_ref::<reqwest::Error>()
+                .is_some_and(|e| e.is_connect()) =>
+        {
+            Attempt::NotApplied
+        }
+        Ok(a) if a.status == 400 || a.status == 404 || a.status == 413 => Attempt::NotApplied,
+        _ => Attempt::Unknown,
     }
 }
 
