@@ -153,6 +153,14 @@ async fn concurrent_writes_at_a_follower_share_forward_batches_with_their_own_ou
         .metric(follower, "openclaw_forwarded_batches_total")
         .await
         .expect("metric");
+    let timed_before = g
+        .metric(follower, "openclaw_forward_seconds_count")
+        .await
+        .expect("metric");
+    let entries_before = g
+        .metric(leader, "openclaw_proposal_seconds_count")
+        .await
+        .expect("metric");
     let writes = (0..WRITERS).map(|i| {
         let g = &g;
         async move {
@@ -195,6 +203,22 @@ async fn concurrent_writes_at_a_follower_share_forward_batches_with_their_own_ou
     assert!(
         forwarded >= 1.0 && forwarded < WRITERS as f64,
         "{WRITERS} concurrent writes took {forwarded} forward RPCs"
+    );
+    // Each forward RPC and each of the leader's entries is timed.
+    let timed = g
+        .metric(follower, "openclaw_forward_seconds_count")
+        .await
+        .expect("metric")
+        - timed_before;
+    assert_eq!(timed, forwarded, "forward RPCs timed");
+    let entries = g
+        .metric(leader, "openclaw_proposal_seconds_count")
+        .await
+        .expect("metric")
+        - entries_before;
+    assert!(
+        entries >= 1.0 && entries <= WRITERS as f64 + 1.0,
+        "{entries} client-write entries timed at the leader"
     );
 }
 

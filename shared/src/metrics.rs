@@ -202,6 +202,8 @@ pub struct GroupMetrics {
     pub read_index_rounds: Counter,
     pub forwarded_writes: Counter,
     pub forwarded_batches: Counter,
+    pub forward_latency: Histogram,
+    pub proposal_latency: Histogram,
     pub batch_entries: Counter,
     pub batched_writes: Counter,
     pub batched_keyed_writes: Counter,
@@ -230,6 +232,15 @@ pub static GROUP: GroupMetrics = GroupMetrics {
     forwarded_batches: Counter::new(
         "openclaw_forwarded_batches_total",
         "RPCs that carried forwarded writes to the leader (several writes each under load)",
+    ),
+    forward_latency: Histogram::new(
+        "openclaw_forward_seconds",
+        "Forwarded batches, from sending them to the leader to its answer",
+    ),
+    proposal_latency: Histogram::new(
+        "openclaw_proposal_seconds",
+        "The leader's client-write entries (a batch or a lone write), from proposing to applied: \
+         the commit cycle writes arriving meanwhile wait out",
     ),
     batch_entries: Counter::new(
         "openclaw_batch_entries_total",
@@ -271,6 +282,8 @@ impl SharedMetrics {
         GROUP.read_index_rounds.render(out);
         GROUP.forwarded_writes.render(out);
         GROUP.forwarded_batches.render(out);
+        GROUP.forward_latency.render(out);
+        GROUP.proposal_latency.render(out);
         GROUP.batch_entries.render(out);
         GROUP.batched_writes.render(out);
         GROUP.batched_keyed_writes.render(out);

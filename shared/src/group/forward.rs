@@ -9,6 +9,7 @@
 //! given (retry if it provably never reached the leader, `outcome_unknown` otherwise).
 
 use std::sync::Weak;
+use std::time::Instant;
 
 use super::batcher::{same_for_all, still_wanted, BatchLimits, Batcher, Outcome, Pending};
 use super::{GroupNode, OpError};
@@ -50,23 +51,25 @@ impl GroupNode {
             return;
         }
         GROUP.forwarded_batches.inc();
-        let outcomes: Vec<Outcome> =
-            match self.to_leader(&Request::ClientWriteBatch(commands)).await {
-                // This node leads now: each write retries here (`GroupNode::write`).
-                Ok(None) => same_for_all(count, OpError::NoLeader),
-                Ok(Some(Response::ClientWriteBatch(results))) if results.len() == count => results
-                    .into_iter()
-                    .map(|r| r.map_err(OpError::from))
-                    .collect(),
-                Ok(Some(Response::Error(e))) => same_for_all(count, e.into()),
-                Ok(Some(other)) => same_for_all(
-                    count,
-                    OpError::OutcomeUnknown(format!(
-                        "unexpected reply to a batch of {count} writes: {other:?}"
-                    )),
-                ),
-                Err(e) => same_for_all(count, e),
-            };
+        let sent = Instant::now();
+        let answer = self.to_leader(&Request::ClientWriteBatch(commands)).await;
+        GROUP.forward_latency.observe(sent.elapsed());
+        let outcomes: Vec<Outcome> = match answer {
+            // This node leads now: each write retries here (`GroupNode::write`).
+            Ok(None) => same_for_all(count, OpError::NoLeader),
+            Ok(Some(Response::ClientWriteBatch(results))) if results.len() == count => results
+                .into_iter()
+                .map(|r| r.map_err(OpError::from))
+                .collect(),
+            Ok(Some(Response::Error(e))) => same_for_all(count, e.into()),
+            Ok(Some(other)) => same_for_all(
+                count,
+                OpError::OutcomeUnknown(format!(
+                    "unexpected reply to a batch of {count} writes: {other:?}"
+                )),
+            ),
+            Err(e) => same_for_all(count, e),
+        };
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             if outcome.is_ok() {
                 GROUP.forwarded_writes.inc();

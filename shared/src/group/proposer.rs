@@ -12,6 +12,7 @@
 //! would have had (`GroupNode::client_write`).
 
 use std::sync::Weak;
+use std::time::Instant;
 
 use super::batcher::{same_for_all, still_wanted, BatchLimits, Batcher, Outcome, Pending};
 use super::{GroupNode, OpError};
@@ -57,6 +58,7 @@ impl GroupNode {
     async fn propose_batch(&self, batch: Vec<Pending<BatchedWrite>>) {
         let (mut writes, replies) = still_wanted(batch);
         let count = writes.len();
+        let proposed = Instant::now();
         let outcomes = match count {
             0 => return,
             1 => vec![self.client_write(writes.remove(0).into_command()).await],
@@ -79,6 +81,7 @@ impl GroupNode {
                 }
             }
         };
+        GROUP.proposal_latency.observe(proposed.elapsed());
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             // The writer may have given up (its deadline passed): nothing to tell it.
             let _ = reply.send(outcome);
