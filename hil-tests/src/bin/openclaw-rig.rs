@@ -136,11 +136,12 @@ async fn main() -> ExitCode {
         match report {
             Ok(r) => {
                 println!(
-                    "run {n} seed {seed}: {} ops ({} unknown), {} appends ({} unknown, {} acked \
+                    "run {n} seed {seed}: {} ops ({} unknown, {} keyed puts acked on a retry), {} appends ({} unknown, {} acked \
                      on a keyed retry, {} lost, {} duplicated), {} faults ({} node power cuts, {} B unsynced dropped), {} \
                      violations, {} boot failures, converged {}",
                     r.operations,
                     r.unknown,
+                    r.puts_retried,
                     r.appends_acked,
                     r.appends_unknown,
                     r.appends_retried,

@@ -11,7 +11,7 @@ mod nemesis;
 mod workload;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,9 @@ pub struct RigConfig {
 pub struct RigReport {
     pub operations: usize,
     pub unknown: usize,
+    /// Keyed puts acknowledged by a retry after an unknown outcome (checked as one
+    /// operation from the first send).
+    pub puts_retried: usize,
     pub faults: Vec<String>,
     pub verdicts: BTreeMap<String, String>,
     pub violations: usize,
@@ -173,6 +176,7 @@ pub async fn run(
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let history: History = Arc::default();
+    let puts_retried = Arc::new(AtomicUsize::new(0));
     let mut clients = Vec::new();
     for c in 0..config.clients {
         clients.push(tokio::spawn(client(
@@ -183,6 +187,7 @@ pub async fn run(
             started,
             stop.clone(),
             history.clone(),
+            puts_retried.clone(),
         )));
     }
     let appends = Arc::new(Appends::default());
@@ -278,6 +283,7 @@ pub async fn run(
     report.appends_acked = acked.len();
     report.appends_unknown = appends.unknown();
     report.appends_retried = appends.retried();
+    report.puts_retried = puts_retried.load(Ordering::Relaxed);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;

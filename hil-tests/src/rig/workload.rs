@@ -163,7 +163,10 @@ impl Rng {
 
 pub(super) type History = Arc<Mutex<BTreeMap<String, Vec<Operation>>>>;
 
-/// One client's loop: random operations on random keys at random nodes.
+/// One client's loop: random operations on random keys at random nodes. Half its puts carry
+/// an Idempotency-Key and are retried (at random nodes) until answered: each is one
+/// operation from its first send to its answer, which must be linearizable whether the
+/// first send applied it or a retry did.
 pub(super) async fn client(
     id: usize,
     urls: Vec<String>,
@@ -172,6 +175,7 @@ pub(super) async fn client(
     started: Instant,
     stop: Arc<AtomicBool>,
     history: History,
+    retried: Arc<AtomicUsize>,
 ) {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -188,12 +192,45 @@ pub(super) async fn client(
         let kind = rng.next(10);
         let mut call = now();
         let (op, outcome) = match kind {
-            0..=3 => {
+            0 | 1 => {
                 let r = http.put(&url).body(value.clone()).send().await;
                 (
                     Op::Put { value },
                     write_outcome(r, |_| Outcome::Written).await,
                 )
+            }
+            2 | 3 => {
+                // One operation from the first send to the answer of the last retry.
+                let idempotency_key = format!("rig-c{id}-{counter}");
+                let mut url = url;
+                let mut tries = 0;
+                let outcome = loop {
+                    tries += 1;
+                    let r = http
+                        .put(&url)
+                        .header("Idempotency-Key", &idempotency_key)
+                        .body(value.clone())
+                        .send()
+                        .await;
+                    match write_outcome(r, |_| Outcome::Written).await {
+                        None if tries == 1 => break None,
+                        Some(Outcome::Written) => {
+                            if tries > 1 {
+                                retried.fetch_add(1, Ordering::Relaxed);
+                            }
+                            break Some(Outcome::Written);
+                        }
+                        _ if stop.load(Ordering::Relaxed) => break Some(Outcome::Unknown),
+                        _ => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            url = format!(
+                                "{}/v1/kv/{key}",
+                                urls[rng.next(urls.len() as u64) as usize]
+                            );
+                        }
+                    }
+                };
+                (Op::Put { value }, outcome)
             }
             4 => {
                 let r = http.delete(&url).send().await;
