@@ -11,7 +11,7 @@ mod nemesis;
 mod workload;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ use crate::checker::{check, check_stream, Outcome, Verdict};
 use crate::LabGroup;
 use nemesis::{families, Nemesis};
 pub use workload::{appender, Appends, Retry, STREAM};
-use workload::{client, History, Rng, APPENDERS, KEYED_APPENDERS};
+use workload::{client, Recorded, Rng, APPENDERS, KEYED_APPENDERS};
 
 /// Search budget of the checker per key.
 const CHECK_STEPS: u64 = 5_000_000;
@@ -175,8 +175,7 @@ pub async fn run(
     let urls: Vec<String> = ids.iter().map(|id| group.url(*id)).collect();
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
-    let history: History = Arc::default();
-    let puts_retried = Arc::new(AtomicUsize::new(0));
+    let recorded: Arc<Recorded> = Arc::default();
     let mut clients = Vec::new();
     for c in 0..config.clients {
         clients.push(tokio::spawn(client(
@@ -186,8 +185,7 @@ pub async fn run(
             config.seed.wrapping_add(c as u64 * 7919),
             started,
             stop.clone(),
-            history.clone(),
-            puts_retried.clone(),
+            recorded.clone(),
         )));
     }
     let appends = Arc::new(Appends::default());
@@ -283,7 +281,7 @@ pub async fn run(
     report.appends_acked = acked.len();
     report.appends_unknown = appends.unknown();
     report.appends_retried = appends.retried();
-    report.puts_retried = puts_retried.load(Ordering::Relaxed);
+    report.puts_retried = recorded.puts_retried.load(Ordering::Relaxed);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
@@ -354,7 +352,7 @@ pub async fn run(
         }
     }
 
-    let history = std::mem::take(&mut *history.lock().unwrap_or_else(|p| p.into_inner()));
+    let history = std::mem::take(&mut *recorded.history.lock().unwrap_or_else(|p| p.into_inner()));
     for (key, ops) in history {
         report.operations += ops.len();
         report.unknown += ops.iter().filter(|o| o.outcome == Outcome::Unknown).count();

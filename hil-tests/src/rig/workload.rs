@@ -161,7 +161,13 @@ impl Rng {
     }
 }
 
-pub(super) type History = Arc<Mutex<BTreeMap<String, Vec<Operation>>>>;
+/// What the KV clients recorded: every operation, by key, and the keyed puts a retry
+/// acknowledged.
+#[derive(Default)]
+pub(super) struct Recorded {
+    pub(super) history: Mutex<BTreeMap<String, Vec<Operation>>>,
+    pub(super) puts_retried: AtomicUsize,
+}
 
 /// One client's loop: random operations on random keys at random nodes. Half its puts carry
 /// an Idempotency-Key and are retried (at random nodes) until answered: each is one
@@ -174,8 +180,7 @@ pub(super) async fn client(
     seed: u64,
     started: Instant,
     stop: Arc<AtomicBool>,
-    history: History,
-    retried: Arc<AtomicUsize>,
+    recorded: Arc<Recorded>,
 ) {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -216,7 +221,7 @@ pub(super) async fn client(
                         None if tries == 1 => break None,
                         Some(Outcome::Written) => {
                             if tries > 1 {
-                                retried.fetch_add(1, Ordering::Relaxed);
+                                recorded.puts_retried.fetch_add(1, Ordering::Relaxed);
                             }
                             break Some(Outcome::Written);
                         }
@@ -285,7 +290,7 @@ pub(super) async fn client(
         if let Some(outcome) = outcome {
             let ret = now();
             record(
-                &history,
+                &recorded,
                 key,
                 Operation {
                     op,
@@ -317,8 +322,9 @@ async fn write_outcome(
     }
 }
 
-fn record(history: &History, key: String, operation: Operation) {
-    history
+fn record(recorded: &Recorded, key: String, operation: Operation) {
+    recorded
+        .history
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .entry(key)
