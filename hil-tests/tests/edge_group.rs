@@ -428,10 +428,28 @@ async fn leader_kill_elects_a_new_leader_and_loses_nothing() {
         put_acked(&g, &[1, 2, 3], &format!("a{i}"), &format!("v{i}")).await;
         acked.insert(format!("a{i}"), format!("v{i}"));
     }
-    g.kill9(old).expect("kill leader");
     let rest: Vec<u64> = [1, 2, 3].into_iter().filter(|n| *n != old).collect();
+    const COUNTERS: [&str; 2] = [
+        "openclaw_raft_elections_total",
+        "openclaw_raft_leader_changes_total",
+    ];
+    let mut before = Vec::new();
+    for &node in &rest {
+        for name in COUNTERS {
+            before.push((node, name, g.metric(node, name).await.expect("metric")));
+        }
+    }
+    g.kill9(old).expect("kill leader");
     let new = g.leader(&rest).await.expect("new leader");
     assert_ne!(new, old);
+    // Every survivor counted the election and the change of leader.
+    for (node, name, was) in before {
+        wait_until(Duration::from_secs(10), name, || async {
+            g.metric(node, name).await.is_ok_and(|now| now > was)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("node {node}: {e}"));
+    }
     for i in 30..60 {
         put_acked(&g, &rest, &format!("a{i}"), &format!("v{i}")).await;
         acked.insert(format!("a{i}"), format!("v{i}"));

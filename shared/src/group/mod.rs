@@ -414,6 +414,20 @@ impl GroupNode {
             .await;
     }
 
+    /// Returns once `leader` is no longer the leader this node knows. Watches Raft's server
+    /// metrics, which change with the vote, the leader, the role or the membership only: a
+    /// wait on the full metrics woke every forwarded request in flight for each log entry.
+    async fn leader_is_not(&self, leader: NodeId) {
+        use openraft::async_runtime::watch::WatchReceiver;
+        let mut server = self.raft.server_metrics();
+        while server.borrow_watched().current_leader == Some(leader) {
+            if server.changed().await.is_err() {
+                // Raft stopped: nobody leads for this node any more.
+                return;
+            }
+        }
+    }
+
     /// Sends `request` to the current leader; `Ok(None)` when this node is the leader.
     ///
     /// Gives up as soon as the leader it sent to is no longer the leader: a request sent
@@ -430,11 +444,7 @@ impl GroupNode {
         let call = self
             .transport
             .call(&peer, &addr.raft, request, FORWARD_RPC_TIMEOUT);
-        let waiter = self.raft.wait(Some(FORWARD_RPC_TIMEOUT));
-        let deposed = waiter.metrics(
-            |m| m.current_leader != Some(leader),
-            "forward target deposed",
-        );
+        let deposed = self.leader_is_not(leader);
         let result = tokio::select! {
             result = call => result,
             _ = deposed => {

@@ -11,8 +11,11 @@ use std::time::Duration;
 use openraft::async_runtime::watch::WatchReceiver;
 use tracing::{info, warn};
 
+use openraft::metrics::RaftServerMetrics;
+
 use super::GroupNode;
 use crate::metrics::GROUP;
+use crate::types::{NodeId, TypeConfig};
 
 /// Longest a health probe of the Raft core may take before the node counts as stuck.
 const HEALTH_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -55,20 +58,19 @@ pub fn start_watchdog(node: Arc<GroupNode>) {
 /// change of leader.
 pub fn start_leadership_metrics(node: Arc<GroupNode>) {
     tokio::spawn(async move {
-        let mut metrics = node.raft.metrics();
-        let (mut term, mut leader) = {
-            let m = node.raft_metrics();
-            (m.current_term, m.current_leader)
-        };
-        while metrics.changed().await.is_ok() {
-            let m = node.raft_metrics();
-            if m.current_term != term {
+        // Raft's server metrics change with the vote, the leader, the role or the membership
+        // only; its full metrics change with every log entry, and woke this task for each.
+        let mut server = node.raft.server_metrics();
+        let (mut term, mut leader) = term_and_leader(&server.borrow_watched());
+        while server.changed().await.is_ok() {
+            let (now_term, now_leader) = term_and_leader(&server.borrow_watched());
+            if now_term != term {
                 GROUP.elections.inc();
-                term = m.current_term;
+                term = now_term;
             }
-            if m.current_leader != leader {
+            if now_leader != leader {
                 GROUP.leader_changes.inc();
-                leader = m.current_leader;
+                leader = now_leader;
                 match leader {
                     Some(id) => info!(leader = id, term, "the group has a new leader"),
                     None => info!(term, "the group has no leader now"),
@@ -76,4 +78,8 @@ pub fn start_leadership_metrics(node: Arc<GroupNode>) {
             }
         }
     });
+}
+
+fn term_and_leader(metrics: &RaftServerMetrics<TypeConfig>) -> (u64, Option<NodeId>) {
+    (metrics.vote.leader_id.term, metrics.current_leader)
 }
