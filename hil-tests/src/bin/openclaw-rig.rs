@@ -136,8 +136,9 @@ async fn main() -> ExitCode {
         match report {
             Ok(r) => {
                 println!(
-                    "run {n} seed {seed}: {} ops ({} unknown, {} keyed puts acked on a retry), {} appends ({} unknown, {} acked \
-                     on a keyed retry, {} lost, {} duplicated), {} faults ({} node power cuts, {} B unsynced dropped), {} \
+                    "run {n} seed {seed}: {} ops ({} unknown, {} keyed puts acked on a \
+                     retry), {} appends ({} unknown, {} acked on a keyed retry, {} lost, {} \
+                     duplicated), {} faults ({} node power cuts, {} B unsynced dropped), {} \
                      violations, {} boot failures, converged {}",
                     r.operations,
                     r.unknown,

@@ -3,9 +3,10 @@
 //! nemesis injects faults (partitions, leader kill -9, pauses, lossy links, membership
 //! changes, power cuts of one node or the whole site, uplink cuts, hub kills and hub
 //! partitions, and several of them at once); at the end the group is healed, each key's
-//! history is checked for linearizability, every acknowledged append (keyed ones retried
-//! with their Idempotency-Key after an unknown outcome) must be in the stream exactly once at its seq on every replica (and the hub), and every replica must hold the
-//! same state.
+//! history is checked for linearizability (half the puts are retried with their
+//! Idempotency-Key after an unknown outcome, each one operation from its first send), every
+//! acknowledged append (keyed ones retried alike) must be in the stream exactly once at its
+//! seq on every replica (and the hub), and every replica must hold the same state.
 
 mod nemesis;
 mod workload;

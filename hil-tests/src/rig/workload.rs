@@ -12,6 +12,8 @@ use crate::checker::{Op, Operation, Outcome};
 
 /// The stream the appenders write.
 pub const STREAM: &str = "rig-events";
+/// Pause after an unknown outcome, before the next try (or the next append).
+const RETRY_DELAY: Duration = Duration::from_millis(50);
 /// Concurrent appenders without Idempotency-Key ([`Retry::Never`]).
 pub(super) const APPENDERS: usize = 2;
 /// Concurrent appenders with one ([`Retry::SameKey`]).
@@ -97,14 +99,14 @@ pub async fn appender(
                 Attempt::NotApplied if tries == 1 => break None,
                 _ if key.is_none() => {
                     out.unknown.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(RETRY_DELAY).await;
                     break None;
                 }
                 _ if stop.load(Ordering::Relaxed) => {
                     out.unknown.fetch_add(1, Ordering::Relaxed);
                     break None;
                 }
-                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                _ => tokio::time::sleep(RETRY_DELAY).await,
             }
         };
         if let Some(seq) = seq {
@@ -227,7 +229,7 @@ pub(super) async fn client(
                         }
                         _ if stop.load(Ordering::Relaxed) => break Some(Outcome::Unknown),
                         _ => {
-                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            tokio::time::sleep(RETRY_DELAY).await;
                             url = format!(
                                 "{}/v1/kv/{key}",
                                 urls[rng.next(urls.len() as u64) as usize]

@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::async_runtime::watch::WatchReceiver;
-use tracing::{info, warn};
-
 use openraft::metrics::RaftServerMetrics;
+use tracing::{info, warn};
 
 use super::GroupNode;
 use crate::metrics::GROUP;
