@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use base64::Engine as _;
+use breakdown::Breakdown;
 use clap::Parser;
 use openclaw_hil_tests::cpu_seconds;
 use openclaw_hil_tests::http1;
@@ -30,6 +31,7 @@ use openclaw_hil_tests::nats::{self, PubAck};
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
+mod breakdown;
 mod compare;
 mod failover;
 
@@ -729,24 +731,43 @@ async fn measure_appends(
         .iter()
         .filter(|c| **c > 0)
         .map(|c| (AppendKind::Keyed, *c));
+    let nodes: &[String] = match appends {
+        Appends::OpenClaw { nodes } => nodes,
+        Appends::Nats { .. } => &[],
+    };
+    let http = http_client()?;
     for (kind, clients) in plain.chain(keyed) {
         let (before, cpu_before) = (Written::now(pids, split), Cpu::now(pids));
+        let breakdown_before = Breakdown::sample(&http, nodes).await;
         let figures = appends.run(kind, clients, duration).await?;
         let cpu = Cpu::now(pids).since(cpu_before);
         if kind == AppendKind::Plain {
             peak_rss = peak_rss.max(max_rss_mib(pids));
         }
         let written = Written::now(pids, split).since(before);
-        table.record_level(
-            &format!("{} c={clients}", kind.label()),
-            &figures,
-            cpu,
-            written,
-            pids.len(),
-        );
+        let label = format!("{} c={clients}", kind.label());
+        table.record_level(&label, &figures, cpu, written, pids.len());
+        record_breakdown(&http, nodes, breakdown_before, &label, table).await;
     }
     table.insert("rss under append load MiB (max node)", peak_rss);
     Ok(())
+}
+
+/// The latency breakdown rows of one workload (`breakdown.rs`), for OpenClaw's `nodes`
+/// (none for the other systems, whose nodes publish no such histograms).
+async fn record_breakdown(
+    http: &reqwest::Client,
+    nodes: &[String],
+    before: Option<Breakdown>,
+    label: &str,
+    table: &mut Table,
+) {
+    if nodes.is_empty() {
+        return;
+    }
+    if let (Some(before), Some(after)) = (before, Breakdown::sample(http, nodes).await) {
+        after.record_since(&before, label, table);
+    }
 }
 
 /// The KV workloads (writes at every level, then reads), and for OpenClaw the appends
@@ -763,8 +784,11 @@ async fn measure(
 
     let mut peak_rss: f64 = 0.0;
     let split = matches!(target, Target::OpenClaw { .. });
+    let http = http_client()?;
+    let breakdown_nodes = if split { target.nodes() } else { &[] };
     for &clients in &args.clients {
         let (before, cpu_before) = (Written::now(pids, split), Cpu::now(pids));
+        let breakdown_before = Breakdown::sample(&http, breakdown_nodes).await;
         let (t, h) = (target.clone(), Clients::new(target.nodes(), clients)?);
         let figures = drive(clients, duration, move |c, i| {
             let (t, h) = (t.clone(), h.clone());
@@ -777,13 +801,9 @@ async fn measure(
         let cpu = Cpu::now(pids).since(cpu_before);
         peak_rss = peak_rss.max(max_rss_mib(pids));
         let written = Written::now(pids, split).since(before);
-        table.record_level(
-            &format!("writes c={clients}"),
-            &figures,
-            cpu,
-            written,
-            pids.len(),
-        );
+        let label = format!("writes c={clients}");
+        table.record_level(&label, &figures, cpu, written, pids.len());
+        record_breakdown(&http, breakdown_nodes, breakdown_before, &label, &mut table).await;
     }
     table.insert("rss under write load MiB (max node)", peak_rss);
     measure_conditional_writes(&mut table, &target, pids, args, split).await?;
