@@ -2,6 +2,8 @@
 //! (real QUIC, mutual TLS, fjall directories): one test per scenario of the edge group issue.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openclaw_hil_tests::{cpu_seconds, request, wait_until, Answer, GroupOptions, LabGroup};
@@ -1076,6 +1078,82 @@ async fn sigterm_hands_leadership_over_and_exits_cleanly() {
     assert_eq!(r.text(), "v");
     g.restart(old).expect("restart");
     g.wait_ready(&[old]).await.expect("rejoins");
+}
+
+/// A follower stopped with SIGTERM while its clients write (one step of a rolling restart)
+/// answers every write it took: it stops taking requests, lets those under way finish
+/// through the leader, and only then stops Raft. None is cut off as `outcome_unknown` (or
+/// refused) by its own shutdown, and every acknowledged write is readable afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_at_a_follower_answers_the_writes_it_took() {
+    const WRITERS: usize = 16;
+    const ACKED_BEFORE_STOP: usize = 200;
+    let (_dir, mut g) = group(3, fast()).await;
+    let ids = g.ids();
+    let leader = g.leader(&ids).await.expect("leader");
+    let follower = *ids.iter().find(|id| **id != leader).expect("a follower");
+    let acked = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (http, url) = (g.http.clone(), g.url(follower));
+            let (acked, stop) = (acked.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                for i in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let (key, value) = (format!("w{w}-{i}"), format!("v{i}"));
+                    let answer = request(
+                        &http,
+                        Method::PUT,
+                        &format!("{url}/v1/kv/{key}"),
+                        &[],
+                        Some(value.clone().into_bytes()),
+                    )
+                    .await;
+                    match answer {
+                        Ok(a) => {
+                            if a.status == 200 {
+                                acked.fetch_add(1, Ordering::Relaxed);
+                            }
+                            answers.push((key, value, a.status, a.text()));
+                        }
+                        // The node closed the connection or no longer listens: it took no
+                        // more requests from this writer.
+                        Err(_) => break,
+                    }
+                }
+                answers
+            })
+        })
+        .collect();
+    wait_until(CATCH_UP, "writes acknowledged at the follower", || async {
+        acked.load(Ordering::Relaxed) >= ACKED_BEFORE_STOP
+    })
+    .await
+    .expect("writes at the follower");
+    let code = g.stop(follower).await.expect("stop");
+    assert_eq!(code, Some(0), "SIGTERM must exit 0");
+    stop.store(true, Ordering::Relaxed);
+    let mut written = BTreeMap::new();
+    let mut refused = Vec::new();
+    for writer in writers {
+        for (key, value, status, text) in writer.await.expect("writer") {
+            match status {
+                200 => {
+                    written.insert(key, value);
+                }
+                _ => refused.push(format!("{key}: {status} {text}")),
+            }
+        }
+    }
+    assert!(
+        refused.is_empty(),
+        "writes the stopping follower answered with an error: {refused:#?}"
+    );
+    assert_reads(&g, leader, &written).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -607,8 +607,9 @@ pub async fn wait_for_signal() -> std::io::Result<()> {
 
 /// A daemon's life after its node started: serves `app` on `listen`, tells systemd it is
 /// ready (then pings the watchdog while `group`'s Raft core answers), waits for SIGTERM or
-/// SIGINT, runs `stop` (the daemon's own shutdown: hand leadership over, flush), then stops
-/// the HTTP server.
+/// SIGINT, hands `group`'s leadership over if it leads, stops the HTTP server once the
+/// requests under way are answered (at most `HTTP_DRAIN_TIMEOUT`), then runs `stop` (the
+/// daemon's own shutdown: Raft, flush, connections).
 pub async fn serve_until_signal<F, Fut>(
     listen: std::net::SocketAddr,
     app: axum::Router,
@@ -635,17 +636,30 @@ where
     });
     crate::group::supervise::start_leadership_metrics(group.clone());
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    crate::group::supervise::start_watchdog(group);
+    crate::group::supervise::start_watchdog(group.clone());
     tracing::info!("serving");
     wait_for_signal().await.map_err(OperatorError::Signals)?;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     tracing::info!("stopping");
-    stop().await;
+    // Leadership first, while requests still flow (forwarded to the successor); then no new
+    // requests, and those under way finish through a Raft that still runs; only then Raft
+    // and the rest. Stopping Raft first cut the writes under way short as outcome unknown.
+    group.hand_over_leadership().await;
     let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), server).await;
+    if tokio::time::timeout(HTTP_DRAIN_TIMEOUT, server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still under way after {HTTP_DRAIN_TIMEOUT:?}; stopping anyway");
+    }
+    stop().await;
     tracing::info!("stopped");
     Ok(())
 }
+
+/// How long a stopping daemon waits for the HTTP requests under way to be answered before
+/// it stops Raft anyway (a write that cannot commit then is answered as unknown).
+pub const HTTP_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Every daemon's command line: `run --config FILE`, plus the operator commands.
 #[derive(Subcommand, Debug)]

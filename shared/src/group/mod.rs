@@ -354,6 +354,12 @@ impl GroupNode {
 
     /// `read` of Raft's current metrics, without copying them (the write and read paths
     /// look at one field per request; a copy holds the membership and replication maps).
+    /// Whether this node's Raft has stopped (shut down, or halted by a fatal error): it
+    /// proposes, forwards and follows nothing any more.
+    fn raft_stopped(&self) -> bool {
+        self.with_raft_metrics(|m| m.state == ServerState::Shutdown || m.running_state.is_err())
+    }
+
     fn with_raft_metrics<T>(
         &self,
         read: impl FnOnce(&openraft::RaftMetrics<TypeConfig>) -> T,
@@ -433,6 +439,11 @@ impl GroupNode {
     /// Gives up as soon as the leader it sent to is no longer the leader: a request sent
     /// to a deposed or dead leader then has an unknown outcome.
     async fn to_leader(&self, request: &Request) -> Result<Option<Response>, OpError> {
+        if self.raft_stopped() {
+            // Its last known leader may lead still, but nothing here watches for a change
+            // any more: send nothing.
+            return Err(OpError::ShuttingDown);
+        }
         let Some((leader, addr)) = self.leader() else {
             self.wait_for_leader(None).await;
             return Err(OpError::NoLeader);
@@ -448,7 +459,12 @@ impl GroupNode {
         let result = tokio::select! {
             result = call => result,
             _ = deposed => {
-                return Err(OpError::OutcomeUnknown(format!("leader {leader} was replaced while it held the request")));
+                let what = if self.raft_stopped() {
+                    format!("this node stopped while leader {leader} held the request")
+                } else {
+                    format!("leader {leader} was replaced while it held the request")
+                };
+                return Err(OpError::OutcomeUnknown(what));
             }
         };
         match result {
@@ -477,6 +493,11 @@ impl GroupNode {
         let result = tokio::time::timeout(timeout, async {
             loop {
                 match self.write_once(&command).await {
+                    // A stopped Raft refuses at once; trying again would spin until the
+                    // deadline.
+                    Err(OpError::NoLeader | OpError::Unavailable(_)) if self.raft_stopped() => {
+                        return Err(OpError::ShuttingDown)
+                    }
                     Err(OpError::NoLeader | OpError::Unavailable(_)) => continue,
                     other => return other,
                 }
@@ -735,6 +756,21 @@ impl GroupNode {
     /// Hands leadership to another voter (if this node leads), then stops Raft, makes the
     /// store durable and closes connections.
     pub async fn shutdown(&self) {
+        self.hand_over_leadership().await;
+        if let Err(e) = self.raft.shutdown().await {
+            warn!(error = %e, "raft shutdown");
+        }
+        if let Err(e) = self.store.flush().await {
+            warn!(error = %e, "final flush failed");
+        }
+        self.transport.shutdown().await;
+    }
+
+    /// The first step of a shutdown: if this node leads, hands leadership to the voter
+    /// furthest along and waits (at most `HANDOVER_TIMEOUT`) until another node leads. The
+    /// daemon takes it before it stops taking requests, so writes keep flowing (forwarded
+    /// to the successor) while it drains them (`operator::serve_until_signal`).
+    pub async fn hand_over_leadership(&self) {
         let metrics = self.raft_metrics();
         if metrics.state == ServerState::Leader {
             let successor = metrics
@@ -766,13 +802,6 @@ impl GroupNode {
                 }
             }
         }
-        if let Err(e) = self.raft.shutdown().await {
-            warn!(error = %e, "raft shutdown");
-        }
-        if let Err(e) = self.store.flush().await {
-            warn!(error = %e, "final flush failed");
-        }
-        self.transport.shutdown().await;
     }
 }
 
