@@ -352,14 +352,14 @@ impl GroupNode {
         self.with_raft_metrics(Clone::clone)
     }
 
-    /// `read` of Raft's current metrics, without copying them (the write and read paths
-    /// look at one field per request; a copy holds the membership and replication maps).
     /// Whether this node's Raft has stopped (shut down, or halted by a fatal error): it
     /// proposes, forwards and follows nothing any more.
     fn raft_stopped(&self) -> bool {
         self.with_raft_metrics(|m| m.state == ServerState::Shutdown || m.running_state.is_err())
     }
 
+    /// `read` of Raft's current metrics, without copying them (the write and read paths
+    /// look at one field per request; a copy holds the membership and replication maps).
     fn with_raft_metrics<T>(
         &self,
         read: impl FnOnce(&openraft::RaftMetrics<TypeConfig>) -> T,
