@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use openclaw_hil_tests::{cpu_seconds, request, wait_until, Answer, GroupOptions, LabGroup};
 use reqwest::Method;
 
@@ -1154,6 +1155,136 @@ async fn sigterm_at_a_follower_answers_the_writes_it_took() {
         "writes the stopping follower answered with an error: {refused:#?}"
     );
     assert_reads(&g, leader, &written).await;
+}
+
+/// The leader SIGTERMed under appends spread over every node (a rolling restart's step; the
+/// appends carry no Idempotency-Key, so a write applied twice would show): it hands
+/// leadership over while it still takes requests, then drains them. Every acknowledged
+/// append is in the stream exactly once, at its seq; no append is there twice (none was
+/// retried after its entry was appended); every answer is 200 or 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_at_the_leader_under_appends_repeats_and_loses_none() {
+    const WRITERS: usize = 15;
+    const ACKED_BEFORE_STOP: usize = 200;
+    const ACKED_AFTER_STOP: usize = 100;
+    let (_dir, mut g) = group(3, fast()).await;
+    let ids = g.ids();
+    let acked = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (http, url) = (g.http.clone(), g.url(ids[w % ids.len()]));
+            let (acked, stop) = (acked.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                for i in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let data = format!("a{w}-{i}");
+                    let answer = request(
+                        &http,
+                        Method::POST,
+                        &format!("{url}/v1/streams/handover"),
+                        &[],
+                        Some(data.clone().into_bytes()),
+                    )
+                    .await;
+                    match answer {
+                        Ok(a) => {
+                            if a.status == 200 {
+                                acked.fetch_add(1, Ordering::Relaxed);
+                            }
+                            answers.push((data, a.status, a.json()["seq"].as_u64(), a.text()));
+                        }
+                        // The stopped node no longer listens.
+                        Err(_) => break,
+                    }
+                }
+                answers
+            })
+        })
+        .collect();
+    let reach = |count: usize| {
+        let acked = acked.clone();
+        async move {
+            wait_until(
+                CATCH_UP,
+                &format!("{count} appends acknowledged"),
+                || async { acked.load(Ordering::Relaxed) >= count },
+            )
+            .await
+            .expect("appends acknowledged");
+        }
+    };
+    reach(ACKED_BEFORE_STOP).await;
+    let leader = g.leader(&ids).await.expect("leader");
+    let code = g.stop(leader).await.expect("stop");
+    assert_eq!(code, Some(0), "SIGTERM must exit 0");
+    let acked_at_stop = acked.load(Ordering::Relaxed);
+    reach(acked_at_stop + ACKED_AFTER_STOP).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut seq_of = BTreeMap::new();
+    let (mut unavailable, mut other) = (Vec::new(), Vec::new());
+    for writer in writers {
+        for (data, status, seq, text) in writer.await.expect("writer") {
+            match (status, seq) {
+                (200, Some(seq)) => {
+                    seq_of.insert(data, seq);
+                }
+                (503, _) => unavailable.push(format!("{data}: {text}")),
+                _ => other.push(format!("{data}: {status} {text}")),
+            }
+        }
+    }
+    assert!(
+        other.is_empty(),
+        "answers other than 200 and 503: {other:#?}"
+    );
+    // Not asserted: a follower's request in flight to the leader when its successor is
+    // elected is answered 503 outcome_unknown (a few per handover at this load).
+    eprintln!(
+        "{} appends acknowledged, {} answered 503 (first: {:?})",
+        seq_of.len(),
+        unavailable.len(),
+        unavailable.first()
+    );
+    let survivor = *ids.iter().find(|id| **id != leader).expect("a survivor");
+    let mut stored: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut from = 1;
+    loop {
+        let page = g
+            .get_json(
+                survivor,
+                &format!("/v1/streams/handover?from={from}&limit=1000&consistency=linearizable"),
+            )
+            .await
+            .expect("stream");
+        let events = page["events"].as_array().cloned().unwrap_or_default();
+        if events.is_empty() {
+            break;
+        }
+        for event in &events {
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(event["data_b64"].as_str().expect("data_b64"))
+                .expect("base64");
+            let seq = event["seq"].as_u64().expect("seq");
+            stored
+                .entry(String::from_utf8(data).expect("utf-8"))
+                .or_default()
+                .push(seq);
+        }
+        from = page["next"].as_u64().expect("next");
+    }
+    let twice: Vec<_> = stored.iter().filter(|(_, seqs)| seqs.len() > 1).collect();
+    assert!(twice.is_empty(), "appends stored more than once: {twice:?}");
+    for (data, seq) in &seq_of {
+        assert_eq!(
+            stored.get(data),
+            Some(&vec![*seq]),
+            "acknowledged append {data} at seq {seq}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

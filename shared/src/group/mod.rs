@@ -161,7 +161,12 @@ fn client_write_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) ->
         RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => OpError::OutcomeUnknown(
             "the leader changed before this write's log entry was known to commit".into(),
         ),
-        RaftError::Fatal(_) => OpError::ShuttingDown,
+        // Raft stopped (shut down, or halted by a storage failure) after the write reached
+        // it: its entry may have been appended, and replicated, and commit under the next
+        // leader. `write_local` refuses before proposing once Raft has stopped.
+        RaftError::Fatal(_) => OpError::OutcomeUnknown(
+            "this node's Raft stopped before the write was known to commit".into(),
+        ),
         e => OpError::Unavailable(e.to_string()),
     }
 }
@@ -457,6 +462,8 @@ impl GroupNode {
             .call(&peer, &addr.raft, request, FORWARD_RPC_TIMEOUT);
         let deposed = self.leader_is_not(leader);
         let result = tokio::select! {
+            // An answer that arrived with the news of a new leader is still the answer.
+            biased;
             result = call => result,
             _ = deposed => {
                 let what = if self.raft_stopped() {
@@ -564,6 +571,10 @@ impl GroupNode {
     /// Proposes on this node (which believes it leads): a blind write in a batch entry with
     /// the other blind writes waiting (`proposer.rs`), any other command as its own entry.
     pub async fn write_local(&self, command: Command) -> Result<CommandResponse, OpError> {
+        if self.raft_stopped() {
+            // Not proposed: a forwarding follower may try it at the next leader.
+            return Err(OpError::ShuttingDown);
+        }
         self.proposer.propose(self, command).await
     }
 
@@ -880,7 +891,7 @@ pub fn render_metrics(node: &GroupNode, out: &mut String) {
 
 #[cfg(test)]
 mod tests {
-    use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
+    use openraft::error::{ClientWriteError, Fatal, ForwardToLeader, RaftError};
 
     use super::{client_write_error, OpError, RetentionClock};
 
@@ -898,6 +909,15 @@ mod tests {
         assert!(
             matches!(discarded, OpError::OutcomeUnknown(_)),
             "{discarded:?}"
+        );
+        // Raft stopped under a write it had taken: it may have appended it. Answered as
+        // unknown, so a forwarding follower does not try it again at the next leader.
+        let stopped = client_write_error(RaftError::Fatal(Fatal::Stopped));
+        assert!(matches!(stopped, OpError::OutcomeUnknown(_)), "{stopped:?}");
+        let remote = super::rpc::remote_error(stopped);
+        assert!(
+            matches!(OpError::from(remote), OpError::OutcomeUnknown(_)),
+            "the forwarded answer stays unknown"
         );
     }
 

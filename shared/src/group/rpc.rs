@@ -61,7 +61,7 @@ fn check_sender(peer: &NodeIdentity, claimed: NodeId) -> Result<(), Response> {
     }
 }
 
-fn remote_error(e: OpError) -> RemoteError {
+pub(super) fn remote_error(e: OpError) -> RemoteError {
     match e {
         OpError::NoLeader => RemoteError::NotLeader { leader: None },
         OpError::Rejected(m) => RemoteError::Rejected(m),
