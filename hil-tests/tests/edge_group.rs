@@ -1081,6 +1081,95 @@ async fn sigterm_hands_leadership_over_and_exits_cleanly() {
     g.wait_ready(&[old]).await.expect("rejoins");
 }
 
+/// One request a `Writers` task sent (to `path`, with `body`) and its answer.
+struct Sent {
+    path: String,
+    body: String,
+    status: u16,
+    seq: Option<u64>,
+    text: String,
+}
+
+/// Tasks that each send requests one after another (writer `w`'s `i`th: `request_of(w, i)`,
+/// a path and a body, to node `node_of(w)`) until told to stop or until their node no
+/// longer takes them (a transport error: it closed the connection or stopped listening).
+struct Writers {
+    tasks: Vec<tokio::task::JoinHandle<Vec<Sent>>>,
+    acked: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Writers {
+    fn start(
+        g: &LabGroup,
+        count: usize,
+        node_of: impl Fn(usize) -> u64,
+        method: Method,
+        request_of: fn(usize, u64) -> (String, String),
+    ) -> Writers {
+        let acked = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..count)
+            .map(|w| {
+                let (http, url, method) = (g.http.clone(), g.url(node_of(w)), method.clone());
+                let (acked, stop) = (acked.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut sent = Vec::new();
+                    for i in 0.. {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let (path, body) = request_of(w, i);
+                        let url = format!("{url}{path}");
+                        let payload = Some(body.clone().into_bytes());
+                        let Ok(a) = request(&http, method.clone(), &url, &[], payload).await else {
+                            break;
+                        };
+                        if a.status == 200 {
+                            acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                        let (status, seq, text) = (a.status, a.json()["seq"].as_u64(), a.text());
+                        sent.push(Sent {
+                            path,
+                            body,
+                            status,
+                            seq,
+                            text,
+                        });
+                    }
+                    sent
+                })
+            })
+            .collect();
+        Writers { tasks, acked, stop }
+    }
+
+    fn acked(&self) -> usize {
+        self.acked.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `count` requests were answered 200 in all.
+    async fn wait_acked(&self, count: usize) {
+        wait_until(
+            CATCH_UP,
+            &format!("{count} writes acknowledged"),
+            || async { self.acked() >= count },
+        )
+        .await
+        .expect("writes acknowledged");
+    }
+
+    /// Stops the tasks; every request they sent, with its answer.
+    async fn finish(self) -> Vec<Sent> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = Vec::new();
+        for task in self.tasks {
+            all.extend(task.await.expect("writer"));
+        }
+        all
+    }
+}
+
 /// A follower stopped with SIGTERM while its clients write (one step of a rolling restart)
 /// answers every write it took: it stops taking requests, lets those under way finish
 /// through the leader, and only then stops Raft. None is cut off as `outcome_unknown` (or
@@ -1093,61 +1182,25 @@ async fn sigterm_at_a_follower_answers_the_writes_it_took() {
     let ids = g.ids();
     let leader = g.leader(&ids).await.expect("leader");
     let follower = *ids.iter().find(|id| **id != leader).expect("a follower");
-    let acked = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|w| {
-            let (http, url) = (g.http.clone(), g.url(follower));
-            let (acked, stop) = (acked.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut answers = Vec::new();
-                for i in 0.. {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let (key, value) = (format!("w{w}-{i}"), format!("v{i}"));
-                    let answer = request(
-                        &http,
-                        Method::PUT,
-                        &format!("{url}/v1/kv/{key}"),
-                        &[],
-                        Some(value.clone().into_bytes()),
-                    )
-                    .await;
-                    match answer {
-                        Ok(a) => {
-                            if a.status == 200 {
-                                acked.fetch_add(1, Ordering::Relaxed);
-                            }
-                            answers.push((key, value, a.status, a.text()));
-                        }
-                        // The node closed the connection or no longer listens: it took no
-                        // more requests from this writer.
-                        Err(_) => break,
-                    }
-                }
-                answers
-            })
-        })
-        .collect();
-    wait_until(CATCH_UP, "writes acknowledged at the follower", || async {
-        acked.load(Ordering::Relaxed) >= ACKED_BEFORE_STOP
-    })
-    .await
-    .expect("writes at the follower");
+    let writers = Writers::start(
+        &g,
+        WRITERS,
+        |_| follower,
+        Method::PUT,
+        |w, i| (format!("/v1/kv/w{w}-{i}"), format!("v{i}")),
+    );
+    writers.wait_acked(ACKED_BEFORE_STOP).await;
     let code = g.stop(follower).await.expect("stop");
     assert_eq!(code, Some(0), "SIGTERM must exit 0");
-    stop.store(true, Ordering::Relaxed);
     let mut written = BTreeMap::new();
     let mut refused = Vec::new();
-    for writer in writers {
-        for (key, value, status, text) in writer.await.expect("writer") {
-            match status {
-                200 => {
-                    written.insert(key, value);
-                }
-                _ => refused.push(format!("{key}: {status} {text}")),
+    for sent in writers.finish().await {
+        let key = sent.path.trim_start_matches("/v1/kv/").to_string();
+        match sent.status {
+            200 => {
+                written.insert(key, sent.body);
             }
+            status => refused.push(format!("{key}: {status} {}", sent.text)),
         }
     }
     assert!(
@@ -1169,72 +1222,24 @@ async fn sigterm_at_the_leader_under_appends_repeats_and_loses_none() {
     const ACKED_AFTER_STOP: usize = 100;
     let (_dir, mut g) = group(3, fast()).await;
     let ids = g.ids();
-    let acked = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|w| {
-            let (http, url) = (g.http.clone(), g.url(ids[w % ids.len()]));
-            let (acked, stop) = (acked.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut answers = Vec::new();
-                for i in 0.. {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let data = format!("a{w}-{i}");
-                    let answer = request(
-                        &http,
-                        Method::POST,
-                        &format!("{url}/v1/streams/handover"),
-                        &[],
-                        Some(data.clone().into_bytes()),
-                    )
-                    .await;
-                    match answer {
-                        Ok(a) => {
-                            if a.status == 200 {
-                                acked.fetch_add(1, Ordering::Relaxed);
-                            }
-                            answers.push((data, a.status, a.json()["seq"].as_u64(), a.text()));
-                        }
-                        // The stopped node no longer listens.
-                        Err(_) => break,
-                    }
-                }
-                answers
-            })
-        })
-        .collect();
-    let reach = |count: usize| {
-        let acked = acked.clone();
-        async move {
-            wait_until(
-                CATCH_UP,
-                &format!("{count} appends acknowledged"),
-                || async { acked.load(Ordering::Relaxed) >= count },
-            )
-            .await
-            .expect("appends acknowledged");
-        }
-    };
-    reach(ACKED_BEFORE_STOP).await;
+    let node_of = |w: usize| ids[w % ids.len()];
+    let writers = Writers::start(&g, WRITERS, node_of, Method::POST, |w, i| {
+        ("/v1/streams/handover".to_string(), format!("a{w}-{i}"))
+    });
+    writers.wait_acked(ACKED_BEFORE_STOP).await;
     let leader = g.leader(&ids).await.expect("leader");
     let code = g.stop(leader).await.expect("stop");
     assert_eq!(code, Some(0), "SIGTERM must exit 0");
-    let acked_at_stop = acked.load(Ordering::Relaxed);
-    reach(acked_at_stop + ACKED_AFTER_STOP).await;
-    stop.store(true, Ordering::Relaxed);
+    writers.wait_acked(writers.acked() + ACKED_AFTER_STOP).await;
     let mut seq_of = BTreeMap::new();
     let (mut unavailable, mut other) = (Vec::new(), Vec::new());
-    for writer in writers {
-        for (data, status, seq, text) in writer.await.expect("writer") {
-            match (status, seq) {
-                (200, Some(seq)) => {
-                    seq_of.insert(data, seq);
-                }
-                (503, _) => unavailable.push(format!("{data}: {text}")),
-                _ => other.push(format!("{data}: {status} {text}")),
+    for sent in writers.finish().await {
+        match (sent.status, sent.seq) {
+            (200, Some(seq)) => {
+                seq_of.insert(sent.body, seq);
             }
+            (503, _) => unavailable.push(format!("{}: {}", sent.body, sent.text)),
+            (status, _) => other.push(format!("{}: {status} {}", sent.body, sent.text)),
         }
     }
     assert!(
