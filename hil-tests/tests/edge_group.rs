@@ -1210,6 +1210,59 @@ async fn sigterm_at_a_follower_answers_the_writes_it_took() {
     assert_reads(&g, leader, &written).await;
 }
 
+/// A follower cut off from the group, SIGTERMed while its writes wait for a leader: it
+/// stops waiting for them after `HTTP_DRAIN_TIMEOUT`, stops Raft, answers what it still
+/// can as unavailable or unknown (none acknowledged), and exits 0 within the stop
+/// deadline. A write it called unavailable was never applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_at_a_cut_off_follower_stops_after_the_drain_deadline() {
+    const WRITERS: usize = 4;
+    let (_dir, mut g, leader, others) = partitionable_group().await;
+    let follower = others[0];
+    let rest: Vec<u64> = g.ids().into_iter().filter(|id| *id != follower).collect();
+    g.partition(&[follower], &rest).expect("partition");
+    // The node counts every request it takes, each read of this counter included.
+    let requests = "openclaw_http_requests_total";
+    let before = g.metric(follower, requests).await.expect("metric");
+    let writers = Writers::start(
+        &g,
+        WRITERS,
+        |_| follower,
+        Method::PUT,
+        |w, i| (format!("/v1/kv/cut-w{w}-{i}"), format!("v{i}")),
+    );
+    // Every writer's first write is under way (nothing can answer it) before the stop.
+    let reads = AtomicUsize::new(0);
+    wait_until(CATCH_UP, "writes under way at the follower", || async {
+        let read = reads.fetch_add(1, Ordering::Relaxed) + 1;
+        g.metric(follower, requests)
+            .await
+            .is_ok_and(|n| n >= before + (read + WRITERS) as f64)
+    })
+    .await
+    .expect("writes under way");
+    let code = g.stop(follower).await.expect("stop within STOP_TIMEOUT");
+    assert_eq!(code, Some(0), "SIGTERM must exit 0");
+    let log =
+        std::fs::read_to_string(g.node(follower).expect("node").dir.join("node.log")).expect("log");
+    assert!(
+        log.contains("requests still under way after"),
+        "the drain did not time out:\n{log}"
+    );
+    let sent = writers.finish().await;
+    g.heal();
+    // Raft's stop ends each wait at once, and the answers leave before the process exits.
+    assert_eq!(sent.len(), WRITERS, "writes under way left unanswered");
+    for s in &sent {
+        assert_eq!(s.status, 503, "{}: {} {}", s.path, s.status, s.text);
+        if s.text.contains("\"unavailable\"") {
+            let key = s.path.trim_start_matches("/v1/kv/");
+            let r = get(&g, leader, key, "linearizable").await;
+            assert_eq!(r.status, 404, "{key} answered unavailable but applied");
+        }
+    }
+}
+
 /// The leader SIGTERMed under appends spread over every node (a rolling restart's step; the
 /// appends carry no Idempotency-Key, so a write applied twice would show): it hands
 /// leadership over while it still takes requests, then drains them. Every acknowledged

@@ -494,17 +494,14 @@ impl GroupNode {
     }
 
     /// Replicates a write through the leader and returns what applying it did.
+    /// A retry after Raft stopped ends at once: `to_leader` and `write_local` refuse with
+    /// `ShuttingDown`, which is not retried.
     pub async fn write(&self, command: Command) -> Result<CommandResponse, OpError> {
         let timeout = self.settings.write_timeout;
         let started = std::time::Instant::now();
         let result = tokio::time::timeout(timeout, async {
             loop {
                 match self.write_once(&command).await {
-                    // A stopped Raft refuses at once; trying again would spin until the
-                    // deadline.
-                    Err(OpError::NoLeader | OpError::Unavailable(_)) if self.raft_stopped() => {
-                        return Err(OpError::ShuttingDown)
-                    }
                     Err(OpError::NoLeader | OpError::Unavailable(_)) => continue,
                     other => return other,
                 }
