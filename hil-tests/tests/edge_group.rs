@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
+use openclaw_hil_tests::checker::check_stream;
+use openclaw_hil_tests::hil::stream_at;
 use openclaw_hil_tests::{cpu_seconds, request, wait_until, Answer, GroupOptions, LabGroup};
 use reqwest::Method;
 
@@ -1308,41 +1309,20 @@ async fn sigterm_at_the_leader_under_appends_repeats_and_loses_none() {
         unavailable.first()
     );
     let survivor = *ids.iter().find(|id| **id != leader).expect("a survivor");
-    let mut stored: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    let mut from = 1;
-    loop {
-        let page = g
-            .get_json(
-                survivor,
-                &format!("/v1/streams/handover?from={from}&limit=1000&consistency=linearizable"),
-            )
-            .await
-            .expect("stream");
-        let events = page["events"].as_array().cloned().unwrap_or_default();
-        if events.is_empty() {
-            break;
-        }
-        for event in &events {
-            let data = base64::engine::general_purpose::STANDARD
-                .decode(event["data_b64"].as_str().expect("data_b64"))
-                .expect("base64");
-            let seq = event["seq"].as_u64().expect("seq");
-            stored
-                .entry(String::from_utf8(data).expect("utf-8"))
-                .or_default()
-                .push(seq);
-        }
-        from = page["next"].as_u64().expect("next");
-    }
-    let twice: Vec<_> = stored.iter().filter(|(_, seqs)| seqs.len() > 1).collect();
-    assert!(twice.is_empty(), "appends stored more than once: {twice:?}");
-    for (data, seq) in &seq_of {
-        assert_eq!(
-            stored.get(data),
-            Some(&vec![*seq]),
-            "acknowledged append {data} at seq {seq}"
-        );
-    }
+    // A linearizable read first: the survivor has applied everything acknowledged.
+    let barrier = get(&g, survivor, "barrier", "linearizable").await;
+    assert_eq!(barrier.status, 404, "read barrier: {}", barrier.text());
+    let url = format!("{}/v1/streams/handover", g.url(survivor));
+    let stream = stream_at(&g.http, &url).await.expect("stream");
+    let verdict = check_stream(&seq_of, &stream);
+    assert_eq!(
+        (verdict.lost, verdict.duplicated, verdict.in_order),
+        (0, 0, true),
+        "acknowledged appends lost or moved, appends stored twice, or out of order ({} \
+         acknowledged, {} stored)",
+        seq_of.len(),
+        stream.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
