@@ -1212,7 +1212,7 @@ async fn sigterm_at_a_follower_answers_the_writes_it_took() {
 }
 
 /// A follower cut off from the group, SIGTERMed while its writes wait for a leader: it
-/// stops waiting for them after `HTTP_DRAIN_TIMEOUT`, stops Raft, answers what it still
+/// stops waiting for them after `DRAIN_TIMEOUT`, stops Raft, answers what it still
 /// can as unavailable or unknown (none acknowledged), and exits 0 within the stop
 /// deadline. A write it called unavailable was never applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1266,16 +1266,27 @@ async fn sigterm_at_a_cut_off_follower_stops_after_the_drain_deadline() {
 
 /// The leader SIGTERMed under appends spread over every node (a rolling restart's step; the
 /// appends carry no Idempotency-Key, so a write applied twice would show): it hands
-/// leadership over while it still takes requests, then drains them. Every acknowledged
-/// append is in the stream exactly once, at its seq; no append is there twice (none was
-/// retried after its entry was appended); every answer is 200 or 503.
+/// leadership over while it still takes requests, then drains them, with the appends the
+/// followers forwarded to it, which commit under its successor; the followers wait for its
+/// answers instead of calling them unknown. Every append is answered 200, is in the stream
+/// exactly once, at its seq; none is there twice (none was retried after its entry was
+/// appended).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_at_the_leader_under_appends_repeats_and_loses_none() {
+async fn sigterm_at_the_leader_under_appends_answers_all_and_loses_none() {
     const WRITERS: usize = 15;
     const ACKED_BEFORE_STOP: usize = 200;
     const ACKED_AFTER_STOP: usize = 100;
     let (_dir, mut g) = group(3, fast()).await;
     let ids = g.ids();
+    // Every node's connection to the leader is up before the writers start: a first
+    // forward that waits on a handshake when the leader hands over is left unanswered.
+    for &id in &ids {
+        let url = format!("{}/v1/streams/warm-up", g.url(id));
+        let a = request(&g.http, Method::POST, &url, &[], Some(b"w".to_vec()))
+            .await
+            .expect("warm-up append");
+        assert_eq!(a.status, 200, "warm-up append at node {id}: {}", a.text());
+    }
     let node_of = |w: usize| ids[w % ids.len()];
     let writers = Writers::start(&g, WRITERS, node_of, Method::POST, |w, i| {
         ("/v1/streams/handover".to_string(), format!("a{w}-{i}"))
@@ -1286,27 +1297,18 @@ async fn sigterm_at_the_leader_under_appends_repeats_and_loses_none() {
     assert_eq!(code, Some(0), "SIGTERM must exit 0");
     writers.wait_acked(writers.acked() + ACKED_AFTER_STOP).await;
     let mut seq_of = BTreeMap::new();
-    let (mut unavailable, mut other) = (Vec::new(), Vec::new());
+    let mut not_acknowledged = Vec::new();
     for sent in writers.finish().await {
         match (sent.status, sent.seq) {
             (200, Some(seq)) => {
                 seq_of.insert(sent.body, seq);
             }
-            (503, _) => unavailable.push(format!("{}: {}", sent.body, sent.text)),
-            (status, _) => other.push(format!("{}: {status} {}", sent.body, sent.text)),
+            (status, _) => not_acknowledged.push(format!("{}: {status} {}", sent.body, sent.text)),
         }
     }
     assert!(
-        other.is_empty(),
-        "answers other than 200 and 503: {other:#?}"
-    );
-    // Not asserted: a follower's request in flight to the leader when its successor is
-    // elected is answered 503 outcome_unknown (a few per handover at this load).
-    eprintln!(
-        "{} appends acknowledged, {} answered 503 (first: {:?})",
-        seq_of.len(),
-        unavailable.len(),
-        unavailable.first()
+        not_acknowledged.is_empty(),
+        "appends not acknowledged: {not_acknowledged:#?}"
     );
     let survivor = *ids.iter().find(|id| **id != leader).expect("a survivor");
     // A linearizable read first: the survivor has applied everything acknowledged.

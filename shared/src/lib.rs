@@ -12,6 +12,7 @@ pub mod config;
 pub mod group;
 pub mod http;
 pub mod identity;
+pub mod in_flight;
 pub mod limits;
 pub mod metrics;
 pub mod network;

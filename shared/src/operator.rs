@@ -608,8 +608,8 @@ pub async fn wait_for_signal() -> std::io::Result<()> {
 /// A daemon's life after its node started: serves `app` on `listen`, tells systemd it is
 /// ready (then pings the watchdog while `group`'s Raft core answers), waits for SIGTERM or
 /// SIGINT, hands `group`'s leadership over if it leads, stops the HTTP server once the
-/// requests under way are answered (at most `HTTP_DRAIN_TIMEOUT`), then runs `stop` (the
-/// daemon's own shutdown: Raft, flush, connections).
+/// requests under way are answered, and the writes other members forwarded to it (at most
+/// `DRAIN_TIMEOUT`), then runs `stop` (the daemon's own shutdown: Raft, flush, connections).
 pub async fn serve_until_signal<F, Fut>(
     listen: std::net::SocketAddr,
     app: axum::Router,
@@ -644,22 +644,26 @@ where
     // Leadership first, while requests still flow (forwarded to the successor); then no new
     // requests, and those under way finish through a Raft that still runs; only then Raft
     // and the rest. Stopping Raft first cut the writes under way short as outcome unknown.
+    // A departing leader also answers the writes other members forwarded to it: they commit
+    // under its successor, and it answers them once it has applied them.
     group.hand_over_leadership().await;
     let _ = stop_tx.send(());
-    if tokio::time::timeout(HTTP_DRAIN_TIMEOUT, server)
-        .await
-        .is_err()
-    {
-        tracing::warn!("requests still under way after {HTTP_DRAIN_TIMEOUT:?}; stopping anyway");
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        let _ = server.await;
+        group.forwarded_writes_answered().await;
+    });
+    if drained.await.is_err() {
+        tracing::warn!("requests still under way after {DRAIN_TIMEOUT:?}; stopping anyway");
     }
     stop().await;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// How long a stopping daemon waits for the HTTP requests under way to be answered before
-/// it stops Raft anyway (a write that cannot commit then is answered as unknown).
-pub const HTTP_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a stopping daemon waits for the requests under way (its HTTP requests, and the
+/// writes other members forwarded to it) to be answered before it stops Raft anyway (a
+/// write that cannot commit then is answered as unknown).
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Every daemon's command line: `run --config FILE`, plus the operator commands.
 #[derive(Subcommand, Debug)]

@@ -21,6 +21,7 @@ use tokio::io::AsyncRead;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::identity::NodeIdentity;
+use crate::in_flight::InFlight;
 use crate::limits::{
     MAX_CONCURRENT_RPC_STREAMS, QUIC_CONNECTION_WINDOW_BYTES, QUIC_STREAM_WINDOW_BYTES,
     SNAPSHOT_CHUNK_BYTES,
@@ -162,6 +163,8 @@ pub struct Transport {
     dialing: Mutex<HashMap<NodeIdentity, Arc<PeerDial>>>,
     handshake_timeout: Duration,
     idle_timeout: Duration,
+    /// Requests being answered, until the peer has their whole answer.
+    serving: Arc<InFlight>,
 }
 
 impl Transport {
@@ -210,6 +213,7 @@ impl Transport {
             dialing: Mutex::new(HashMap::new()),
             handshake_timeout: timing.handshake_timeout,
             idle_timeout: timing.idle_timeout,
+            serving: Arc::default(),
         }))
     }
 
@@ -232,10 +236,11 @@ impl Transport {
             while let Some(incoming) = this.endpoint.accept().await {
                 let handler = handler.clone();
                 let policy = policy.clone();
+                let serving = this.serving.clone();
                 let remote = incoming.remote_address();
                 tokio::spawn(async move {
                     match incoming.await {
-                        Ok(conn) => serve_connection(conn, handler, policy).await,
+                        Ok(conn) => serve_connection(conn, handler, policy, serving).await,
                         Err(e) => {
                             SHARED.peer_rejected.inc();
                             warn!(%remote, error = %e, "refused QUIC peer: handshake failed");
@@ -453,13 +458,18 @@ impl Transport {
         Ok((send, recv))
     }
 
-    /// Closes every connection and the endpoint.
+    /// Closes every connection and the endpoint, once the answers under way have reached
+    /// their peers (at most `SHUTDOWN_ANSWER_WAIT`).
     pub async fn shutdown(&self) {
+        let _ = tokio::time::timeout(SHUTDOWN_ANSWER_WAIT, self.serving.idle()).await;
         self.endpoint
             .close(VarInt::from_u32(CLOSE_SHUTDOWN), b"shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }
 }
+
+/// Longest a stopping transport waits for the answers it is sending to be acknowledged.
+const SHUTDOWN_ANSWER_WAIT: Duration = Duration::from_secs(1);
 
 async fn copy_in_chunks<R: AsyncRead + Unpin>(
     data: &mut R,
@@ -493,7 +503,12 @@ fn peer_identity(conn: &Connection) -> Option<NodeIdentity> {
     }
 }
 
-async fn serve_connection<H: RpcHandler>(conn: Connection, handler: Arc<H>, policy: PeerPolicy) {
+async fn serve_connection<H: RpcHandler>(
+    conn: Connection,
+    handler: Arc<H>,
+    policy: PeerPolicy,
+    serving: Arc<InFlight>,
+) {
     let remote = conn.remote_address();
     let Some(peer) = peer_identity(&conn).filter(|id| policy(id)) else {
         SHARED.peer_rejected.inc();
@@ -518,8 +533,9 @@ async fn serve_connection<H: RpcHandler>(conn: Connection, handler: Arc<H>, poli
             let handler = handler.clone();
             let peer = peer.clone();
             let conn = conn.clone();
+            let serving = serving.clone();
             tokio::spawn(
-                async move { serve_stream(conn, peer, handler, send, recv).await }
+                async move { serve_stream(conn, peer, handler, send, recv, &serving).await }
                     .in_current_span(),
             );
         }
@@ -534,6 +550,7 @@ async fn serve_stream<H: RpcHandler>(
     handler: Arc<H>,
     mut send: SendStream,
     mut recv: RecvStream,
+    serving: &Arc<InFlight>,
 ) {
     let request: Request = match read_frame(&mut recv).await {
         Ok(request) => request,
@@ -554,12 +571,16 @@ async fn serve_stream<H: RpcHandler>(
         }
         return;
     }
+    let _serving = serving.enter();
     let response = handler.handle(peer, request, &mut recv).await;
     if let Err(e) = write_frame(&mut send, &response).await {
         debug!(error = %e, "could not send response");
         return;
     }
     let _ = send.finish();
+    // Counted until the peer has acknowledged the whole answer (or the connection ends):
+    // closing the endpoint drops what it has not yet sent.
+    let _ = send.stopped().await;
 }
 
 #[cfg(test)]

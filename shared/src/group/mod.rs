@@ -6,6 +6,7 @@
 
 mod batcher;
 mod forward;
+mod leader_contact;
 mod log_retention;
 mod proposer;
 mod read_rounds;
@@ -25,10 +26,12 @@ use openraft::{ChangeMembers, ReadPolicy, ServerState, SnapshotPolicy};
 use tracing::{info, warn};
 
 use self::forward::Forwarder;
+use self::leader_contact::{LeaderContact, DEPOSED_LEADER_ANSWER_WAIT};
 use self::proposer::Proposer;
 use self::rpc::RpcService;
 use crate::config::{RaftSection, SiteId, StorageSection, TlsSection};
 use crate::identity::NodeIdentity;
+use crate::in_flight::InFlight;
 use crate::limits::{FORWARD_BATCH_ITEM_MAX_BYTES, MAX_GROUP_SIZE};
 use crate::metrics::GROUP;
 use crate::network::NetworkFactory;
@@ -177,6 +180,8 @@ const LEADER_WAIT: Duration = Duration::from_millis(500);
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(3);
 /// Deadline of one forwarded RPC to the leader (the whole write has `write_timeout`).
 const FORWARD_RPC_TIMEOUT: Duration = Duration::from_secs(10);
+// The wait for a replaced leader's answer cuts a forward short, never lengthens it.
+const _: () = assert!(DEPOSED_LEADER_ANSWER_WAIT.as_millis() < FORWARD_RPC_TIMEOUT.as_millis());
 
 pub struct GroupNode {
     pub settings: GroupSettings,
@@ -192,6 +197,10 @@ pub struct GroupNode {
     proposer: Proposer,
     /// Linearizable reads on this node, in shared read-index rounds.
     read_rounds: read_rounds::ReadRounds,
+    /// When this node last heard from the leader it forwards to.
+    leader_contact: LeaderContact,
+    /// Writes other members forwarded here that are not answered yet.
+    forwarded_writes: Arc<InFlight>,
 }
 
 /// This node's reading of the group's retention clock: the applied clock it last saw grow,
@@ -304,6 +313,8 @@ impl GroupNode {
             forwarder: Forwarder::start(node.clone()),
             proposer: Proposer::start(node.clone()),
             read_rounds: read_rounds::ReadRounds::default(),
+            leader_contact: LeaderContact::default(),
+            forwarded_writes: Arc::default(),
         });
         log_retention::start(
             Arc::downgrade(&node),
@@ -441,8 +452,10 @@ impl GroupNode {
 
     /// Sends `request` to the current leader; `Ok(None)` when this node is the leader.
     ///
-    /// Gives up as soon as the leader it sent to is no longer the leader: a request sent
-    /// to a deposed or dead leader then has an unknown outcome.
+    /// When the leader it sent to is replaced, a leader this node heard from just before
+    /// (it handed over, and lives on) is given `DEPOSED_LEADER_ANSWER_WAIT` to answer; a
+    /// leader silent for longer (dead, or cut off) is given up on at once. Either way, a
+    /// request left without an answer has an unknown outcome.
     async fn to_leader(&self, request: &Request) -> Result<Option<Response>, OpError> {
         if self.raft_stopped() {
             // Its last known leader may lead still, but nothing here watches for a change
@@ -460,18 +473,32 @@ impl GroupNode {
         let call = self
             .transport
             .call(&peer, &addr.raft, request, FORWARD_RPC_TIMEOUT);
+        tokio::pin!(call);
         let deposed = self.leader_is_not(leader);
         let result = tokio::select! {
             // An answer that arrived with the news of a new leader is still the answer.
             biased;
-            result = call => result,
+            result = &mut call => result,
             _ = deposed => {
-                let what = if self.raft_stopped() {
-                    format!("this node stopped while leader {leader} held the request")
-                } else {
-                    format!("leader {leader} was replaced while it held the request")
-                };
-                return Err(OpError::OutcomeUnknown(what));
+                if self.raft_stopped() {
+                    return Err(OpError::OutcomeUnknown(format!(
+                        "this node stopped while leader {leader} held the request"
+                    )));
+                }
+                if !self.leader_contact.heard_within(leader, self.dead_leader_silence()) {
+                    return Err(OpError::OutcomeUnknown(format!(
+                        "leader {leader} was replaced while it held the request"
+                    )));
+                }
+                match tokio::time::timeout(DEPOSED_LEADER_ANSWER_WAIT, call).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        return Err(OpError::OutcomeUnknown(format!(
+                            "leader {leader} handed over and did not answer within \
+                             {DEPOSED_LEADER_ANSWER_WAIT:?}"
+                        )))
+                    }
+                }
             }
         };
         match result {
@@ -491,6 +518,19 @@ impl GroupNode {
                 "forward to leader {leader} failed: {e}"
             ))),
         }
+    }
+
+    /// The silence after which a replaced leader is taken for dead: none can be replaced
+    /// sooner than `election_timeout_min` after it last reached its followers (their lease
+    /// on it, unless it handed over and lifted the lease itself).
+    fn dead_leader_silence(&self) -> Duration {
+        Duration::from_millis(self.raft.config().election_timeout_min)
+    }
+
+    /// Returns once no write forwarded by another member is being served here: a departing
+    /// leader answers them (they commit under its successor) before its Raft stops.
+    pub async fn forwarded_writes_answered(&self) {
+        self.forwarded_writes.idle().await
     }
 
     /// Replicates a write through the leader and returns what applying it did.

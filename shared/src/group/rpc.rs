@@ -160,6 +160,7 @@ impl RpcService {
         futures::pin_mut!(results);
         while let Some(item) = results.next().await {
             let Ok(result) = item else { break }; // fatal: raft is stopping
+            self.node.leader_contact.heard(peer_id);
             let refused = result.is_err();
             if write_frame(&mut send, &result).await.is_err() || refused {
                 break;
@@ -213,6 +214,7 @@ impl RpcHandler for RpcService {
                 if let Err(r) = check_sender(&peer, voter_of(&rpc.vote)) {
                     return r;
                 }
+                self.node.leader_contact.heard(peer.node_id);
                 raft.append_entries(rpc)
                     .await
                     .map_or_else(unavailable, Response::AppendEntries)
@@ -266,10 +268,19 @@ impl RpcHandler for RpcService {
                 .await
                 .map_or_else(unavailable, Response::InstallSnapshot)
             }
-            Request::ClientWrite(command) => match self.node.write_local(command).await {
-                Ok(response) => Response::ClientWrite(response),
-                Err(e) => op_error(e),
-            },
+            // Raft stopped here (the node is going down): nothing is proposed, and the
+            // sender waits for the next leader before it tries again, instead of spinning
+            // on this node until it goes.
+            Request::ClientWrite(_) | Request::ClientWriteBatch(_) if self.node.raft_stopped() => {
+                Response::Error(RemoteError::NotLeader { leader: None })
+            }
+            Request::ClientWrite(command) => {
+                let _serving = self.node.forwarded_writes.enter();
+                match self.node.write_local(command).await {
+                    Ok(response) => Response::ClientWrite(response),
+                    Err(e) => op_error(e),
+                }
+            }
             Request::ClientWriteBatch(commands) => {
                 if commands.len() > MAX_FORWARD_BATCH_COMMANDS {
                     return Response::Error(RemoteError::Rejected(format!(
@@ -277,6 +288,7 @@ impl RpcHandler for RpcService {
                         commands.len()
                     )));
                 }
+                let _serving = self.node.forwarded_writes.enter();
                 // Proposed concurrently, so openraft appends them as one batch.
                 let writes = commands.into_iter().map(|c| self.node.write_local(c));
                 let results = futures::future::join_all(writes).await;
