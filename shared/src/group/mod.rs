@@ -470,6 +470,28 @@ impl GroupNode {
             return Ok(None);
         }
         let peer = self.settings.identity.peer(leader);
+        // Nothing is sent before the connection is up: a leader replaced while this node
+        // still dials it never saw the request, which its successor can take.
+        let connect = tokio::time::timeout(
+            FORWARD_RPC_TIMEOUT,
+            self.transport.connection(&peer, &addr.raft),
+        );
+        let connected = tokio::select! {
+            biased;
+            connected = connect => connected,
+            _ = self.leader_is_not(leader) => return Err(OpError::NoLeader),
+        };
+        let not_connected = match connected {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("no connection in {FORWARD_RPC_TIMEOUT:?}")),
+        };
+        if let Some(why) = not_connected {
+            self.wait_for_leader(Some(leader)).await;
+            return Err(OpError::Unavailable(format!(
+                "leader {leader} unreachable: {why}"
+            )));
+        }
         let call = self
             .transport
             .call(&peer, &addr.raft, request, FORWARD_RPC_TIMEOUT);
