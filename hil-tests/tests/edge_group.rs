@@ -1318,6 +1318,51 @@ async fn sigterm_at_the_leader_under_appends_answers_all_and_loses_none() {
     );
 }
 
+/// The other side of waiting for a leader that handed over: a leader that froze (SIGSTOP,
+/// as good as dead to its followers) while a follower's forwarded write waits on it has been
+/// silent for longer than `election_timeout_min` when its successor is elected, so the
+/// follower answers the write `outcome_unknown` at once instead of waiting for an answer
+/// that cannot come (`group/leader_contact.rs`). The write never reached the frozen
+/// leader's Raft, so it is not applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_held_by_a_frozen_leader_is_answered_unknown_at_its_successor() {
+    // Room for the lease, the election and the answer within the write's deadline.
+    let options = GroupOptions {
+        write_timeout: "10s",
+        ..fast()
+    };
+    let (_dir, g) = group(3, options).await;
+    let ids = g.ids();
+    let old = g.leader(&ids).await.expect("leader");
+    let follower = *ids.iter().find(|id| **id != old).expect("a follower");
+    // The follower's connection to the leader is up: the write is sent, not dialled.
+    put_acked(&g, &[follower], "before", "b").await;
+    g.pause(old).expect("SIGSTOP");
+    let held = put(&g, follower, "held", "h", &[]).await;
+    g.resume(old).expect("SIGCONT");
+    assert_eq!(
+        (held.status, held.json()["error"]["code"].as_str()),
+        (503, Some("outcome_unknown")),
+        "{}",
+        held.text()
+    );
+    assert!(
+        held.text()
+            .contains("was replaced while it held the request"),
+        "given up on at once, not waited for as a leader that handed over: {}",
+        held.text()
+    );
+    let others: Vec<u64> = ids.iter().copied().filter(|id| *id != old).collect();
+    let new = g.leader(&others).await.expect("a new leader");
+    let read = get(&g, new, "held", "linearizable").await;
+    assert_eq!(
+        read.status,
+        404,
+        "the frozen leader applied it: {}",
+        read.text()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_commands_and_their_exit_codes() {
     let (dir, g) = group(1, fast()).await;

@@ -197,7 +197,7 @@ pub struct GroupNode {
     proposer: Proposer,
     /// Linearizable reads on this node, in shared read-index rounds.
     read_rounds: read_rounds::ReadRounds,
-    /// When this node last heard from the leader it forwards to.
+    /// When this node last heard from each recent leader (the one it forwards to among them).
     leader_contact: LeaderContact,
     /// Writes other members forwarded here that are not answered yet.
     forwarded_writes: Arc<InFlight>,
